@@ -1,0 +1,16 @@
+"""HAT-masked backbones: Avalanche ``MultiTaskModule`` s with one HAT mask per unit group."""
+
+from .alexnet import HATAlexNet
+from .base import TASK_EMBEDDING_INITIALIZERS, HATBackbone, UntrainedTaskWarning
+from .mlp import HATMLP
+from .resnet import HATResNet18, PerTaskBatchNorm2d
+
+__all__ = [
+    "HATAlexNet",
+    "HATBackbone",
+    "HATMLP",
+    "HATResNet18",
+    "PerTaskBatchNorm2d",
+    "TASK_EMBEDDING_INITIALIZERS",
+    "UntrainedTaskWarning",
+]

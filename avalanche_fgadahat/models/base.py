@@ -1,0 +1,232 @@
+"""The masked-backbone base class shared by every HAT-family model.
+
+A :class:`HATBackbone` is an Avalanche ``MultiTaskModule``. It owns
+
+* one task embedding per unit group (``task_embedding``; one set, re-initialised for
+  every new task and thrown away once its binary mask is stored — HAT Sec. 2.1);
+* the HAT-family buffers of each unit group (:class:`~.state.UnitGroupState`);
+* the ordered :class:`~avalanche_fgadahat.masking.ParamLayout` list of its masked
+  weight-bearing layers, which the neuron→parameter broadcast needs;
+* a head: Avalanche's ``MultiHeadClassifier`` (task-incremental, default) or one shared
+  ``IncrementalClassifier`` (domain-incremental, ``multihead=False``). Heads are not masked.
+
+Which mask a forward pass uses (:meth:`HATBackbone.masks_for_task`):
+
+* the task being trained, in train mode with a gate scale set by the plugin: the soft
+  mask ``σ(s·e)`` (kept in ``last_masks`` for the regulariser);
+* the task being trained, otherwise (e.g. a periodic eval): ``1[e > 0]``;
+* a trained task: its stored binary mask;
+* a task never trained: the union of the stored masks (all ones before the first task
+  is stored), with a one-time warning. Avalanche evaluates the whole test stream after
+  each experience, future tasks included; this keeps that loop running and gives a
+  well-defined, documented number (chance-level for an untrained head).
+
+Subclasses build their layers, call :meth:`_finish_init` with their layouts, and
+implement :meth:`forward_features`, calling :meth:`_gate` on every masked pre-activation.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping, Sequence
+
+import torch
+from avalanche.models import IncrementalClassifier, MultiHeadClassifier, MultiTaskModule
+from torch import nn
+
+from .._validation import check_choice
+from ..masking.gate import binary_mask, soft_mask
+from ..masking.layout import ParamLayout
+from .state import UnitGroupState
+
+
+def _normal(e: torch.Tensor) -> None:
+    nn.init.normal_(e, 0.0, 1.0)
+
+
+TASK_EMBEDDING_INITIALIZERS = {
+    "N01": _normal,
+    "U-11": lambda e: nn.init.uniform_(e, -1.0, 1.0),
+    "U01": lambda e: nn.init.uniform_(e, 0.0, 1.0),
+    "U-10": lambda e: nn.init.uniform_(e, -1.0, 0.0),
+    "last": lambda e: None,
+}
+
+
+class UntrainedTaskWarning(UserWarning):
+    """A task that was never trained was evaluated (see :class:`HATBackbone`)."""
+
+
+class HATBackbone(MultiTaskModule):
+    """Base of the masked backbones (see module doc)."""
+
+    def __init__(self, *, multihead: bool = True) -> None:
+        super().__init__()
+        self.multihead = bool(multihead)
+        self.gate_scale: float | None = None
+        self.current_train_task: int | None = None
+        self.record_activations = False
+        self.last_masks: dict[str, torch.Tensor] = {}
+        self.last_activations: dict[str, torch.Tensor] = {}
+        self._warned_untrained: set[int] = set()
+
+    # ------------------------------------------------------------------ construction
+    def _finish_init(
+        self, layouts: Sequence[ParamLayout], feature_size: int, unit_sizes: Mapping[str, int]
+    ) -> None:
+        """Register embeddings, buffers and head; check that every layer is supported."""
+        self.unit_sizes = dict(unit_sizes)
+        self.param_layouts = list(layouts)
+        self.feature_size = feature_size
+        self.task_embedding = nn.ParameterDict(
+            {key: nn.Parameter(torch.randn(n)) for key, n in self.unit_sizes.items()}
+        )
+        self.unit_state = nn.ModuleDict({k: UnitGroupState(n) for k, n in self.unit_sizes.items()})
+        self.register_buffer("trained_task_flags", torch.zeros(0, dtype=torch.bool))
+        if self.multihead:
+            self.classifier = MultiHeadClassifier(feature_size)
+        else:
+            self.classifier = IncrementalClassifier(feature_size)
+        self._check_supported_layers()
+
+    def _check_supported_layers(self) -> None:
+        covered = {id(layout.module) for layout in self.param_layouts}
+        for layout in self.param_layouts:
+            if layout.out_key not in self.unit_sizes:
+                raise ValueError(f"layout {layout.name!r} gates unknown unit group {layout.out_key!r}")
+            if layout.num_outputs != self.unit_sizes[layout.out_key]:
+                raise ValueError(f"layout {layout.name!r} has {layout.num_outputs} outputs, unit group has {self.unit_sizes[layout.out_key]}")
+        allowed_other = (nn.BatchNorm2d,)
+        for name, module in self.named_modules():
+            if name.startswith(("classifier", "task_embedding", "unit_state")):
+                continue
+            own_params = list(module.parameters(recurse=False))
+            if not own_params or id(module) in covered:
+                continue
+            if isinstance(module, allowed_other) and getattr(module, "_hat_per_task", False):
+                continue
+            raise TypeError(
+                f"layer {name!r} ({type(module).__name__}) has parameters but no HAT mask; "
+                "supported masked layers are nn.Linear and nn.Conv2d registered in the model's "
+                "param_layouts (per-task BatchNorm via PerTaskBatchNorm2d)"
+            )
+
+    # ------------------------------------------------------------------ task bookkeeping
+    def trained_tasks(self) -> list[int]:
+        """Task labels whose binary masks are stored."""
+        return torch.nonzero(self.trained_task_flags).flatten().tolist()
+
+    def is_trained(self, task: int) -> bool:
+        flags = self.trained_task_flags
+        return 0 <= task < flags.shape[0] and bool(flags[task])
+
+    def initialize_task_embeddings(self, mode: str = "N01") -> None:
+        """Re-initialise the embeddings for a new task (CLArena's ``task_embedding_init_mode``)."""
+        init = TASK_EMBEDDING_INITIALIZERS[
+            check_choice("task_embedding_init_mode", mode, TASK_EMBEDDING_INITIALIZERS)
+        ]
+        with torch.no_grad():
+            for embedding in self.task_embedding.values():
+                init(embedding)
+
+    def cumulative_masks(self) -> dict[str, torch.Tensor]:
+        """``M^{<t}``: the union of the stored masks, per unit group."""
+        return {k: s.cumulative for k, s in self.unit_state.items()}
+
+    def summative_masks(self) -> dict[str, torch.Tensor]:
+        """``S^{<t}``: how many stored tasks use each unit, per unit group."""
+        return {k: s.summative for k, s in self.unit_state.items()}
+
+    def stored_masks(self, task: int) -> dict[str, torch.Tensor]:
+        if not self.is_trained(task):
+            raise KeyError(f"task {task} has no stored mask; trained tasks: {self.trained_tasks()}")
+        return {k: s.task_masks[task] for k, s in self.unit_state.items()}
+
+    @torch.no_grad()
+    def commit_task(self, task: int) -> dict[str, torch.Tensor]:
+        """Store ``1[e > 0]`` as the mask of ``task``; update ``M`` (max) and ``S`` (sum)."""
+        if self.is_trained(task):
+            raise ValueError(f"task {task} already has a stored mask")
+        if self.trained_task_flags.shape[0] <= task:
+            flags = self.trained_task_flags.new_zeros(task + 1)
+            flags[: self.trained_task_flags.shape[0]] = self.trained_task_flags
+            self.trained_task_flags = flags
+        masks = {}
+        for key, state in self.unit_state.items():
+            mask = binary_mask(self.task_embedding[key])
+            state.grow_(task + 1)
+            state.task_masks[task] = mask
+            torch.maximum(state.cumulative, mask, out=state.cumulative)
+            state.summative.add_(mask)
+            masks[key] = mask
+        self.trained_task_flags[task] = True
+        return masks
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        saved = state_dict.get(prefix + "trained_task_flags")
+        if saved is not None:
+            self.trained_task_flags = torch.zeros_like(saved)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    # ------------------------------------------------------------------ forward
+    def masks_for_task(self, task: int) -> dict[str, torch.Tensor]:
+        """The per-unit-group masks a forward pass of ``task`` uses (see module doc)."""
+        if task == self.current_train_task:
+            if self.training and self.gate_scale is not None:
+                return {k: soft_mask(e, self.gate_scale) for k, e in self.task_embedding.items()}
+            return {k: binary_mask(e) for k, e in self.task_embedding.items()}
+        if self.is_trained(task):
+            return self.stored_masks(task)
+        if task not in self._warned_untrained:
+            self._warned_untrained.add(task)
+            warnings.warn(
+                f"task {task} was never trained by HAT: it is evaluated with the union of the "
+                "masks of the trained tasks (all units before any task is trained) and its "
+                "untrained head",
+                UntrainedTaskWarning,
+                stacklevel=3,
+            )
+        if self.trained_task_flags.any():
+            return self.cumulative_masks()
+        return {k: torch.ones_like(s.cumulative) for k, s in self.unit_state.items()}
+
+    def _gate(self, key: str, pre_activation: torch.Tensor, masks: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """Multiply a pre-activation by its unit group's mask (broadcast over conv maps)."""
+        mask = masks[key]
+        if pre_activation.dim() > 2:
+            mask = mask.view(1, -1, *([1] * (pre_activation.dim() - 2)))
+        return pre_activation * mask
+
+    def _record(self, key: str, activation: torch.Tensor) -> None:
+        if self.record_activations and self.training:
+            self.last_activations[key] = activation
+
+    def forward_features(self, x: torch.Tensor, masks: Mapping[str, torch.Tensor], task: int) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward_single_task(self, x: torch.Tensor, task_label: int) -> torch.Tensor:
+        task = int(task_label)
+        masks = self.masks_for_task(task)
+        if self.training and task == self.current_train_task:
+            self.last_masks = masks
+        features = self.forward_features(x, masks, task)
+        if self.multihead:
+            return self.classifier(features, task)
+        return self.classifier(features)
+
+    def forward(self, x: torch.Tensor, task_labels) -> torch.Tensor:
+        if task_labels is None:
+            return self.forward_all_tasks(x)
+        if isinstance(task_labels, int):
+            return self.forward_single_task(x, task_labels)
+        if self.training and self.current_train_task is not None:
+            task = self.current_train_task
+            if bool((task_labels != task).any()):
+                found = sorted(set(task_labels.tolist()))
+                raise ValueError(
+                    f"task_labels of a training mini-batch must all equal the task being trained "
+                    f"({task}); found {found}. HAT trains one task at a time: use one task label "
+                    "per training experience (classic Avalanche benchmarks with return_task_id=True)"
+                )
+            return self.forward_single_task(x, task)
+        return super().forward(x, task_labels)

@@ -1,0 +1,5 @@
+"""Avalanche plugins of the HAT family."""
+
+from .hat import HATPlugin
+
+__all__ = ["HATPlugin"]

@@ -1,0 +1,313 @@
+"""HATPlugin: Hard Attention to the Task on Avalanche's plugin callbacks.
+
+Serrà et al., "Overcoming catastrophic forgetting with hard attention to the task",
+ICML 2018. Callback → work:
+
+* ``before_training_exp``: check model, task label and optimizer; reset the optimizer
+  state (fresh Adam/momentum state cannot move frozen weights); re-initialise the task
+  embeddings; broadcast the per-unit measures to per-parameter tensors once.
+* ``before_forward``: set the annealed gate scale ``s`` (Eq. 3, 1-based batch index).
+* ``before_backward``: add the mask-sparsity regulariser (Eq. 5) to ``strategy.loss``;
+  refuse a non-finite loss before it can reach a frozen weight.
+* ``after_backward``: multiply masked-layer gradients by the adjustment rate (Eq. 2 for
+  ``hat``: ``1 − min(M_l[i], M_{l−1}[j])``, biases ``1 − M_l[i]``); compensate the
+  embedding gradients (Eq. 4).
+* ``after_update``: optionally clamp the embeddings to ``±embedding_clamp``.
+* ``after_training_exp``: store the binary mask ``1[e > 0]``; update ``M`` and ``S``.
+
+All state lives in the model (:class:`~avalanche_fgadahat.models.HATBackbone`); the
+plugin only caches per-experience tensors derived from it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from avalanche.core import SupervisedPlugin
+
+from .._validation import check_choice, check_number
+from ..masking.broadcast import AGGREGATIONS, broadcast
+from ..masking.gate import annealed_scale, compensate_embedding_gradient_
+from ..masking.regularizer import MASK_SPARSITY_REG_MODES, mask_sparsity_regularizer
+from ..models.base import TASK_EMBEDDING_INITIALIZERS, HATBackbone
+from .rules import RateRule
+
+MASKED_MODEL_NAMES = "HATMLP, HATAlexNet, HATResNet18 (or a HATBackbone subclass)"
+
+
+def _hat(plugin: "HATPlugin", measure: torch.Tensor, key: str) -> torch.Tensor:
+    return 1.0 - measure
+
+
+def _hat_random(plugin: "HATPlugin", measure: torch.Tensor, key: str) -> torch.Tensor:
+    return 1.0 - measure * (1.0 - torch.rand_like(measure))
+
+
+def _hat_const_alpha(plugin: "HATPlugin", measure: torch.Tensor, key: str) -> torch.Tensor:
+    return 1.0 - measure * (1.0 - plugin.alpha)
+
+
+def unwrap_hat_model(model: Any) -> HATBackbone:
+    """Return the HAT backbone of ``model`` (also through DataParallel-style ``.module``)."""
+    inner = getattr(model, "module", model)
+    if not isinstance(inner, HATBackbone):
+        raise TypeError(
+            f"model is a {type(inner).__name__}, which has no HAT masks; HAT-family "
+            f"strategies need a masked backbone: {MASKED_MODEL_NAMES}"
+        )
+    return inner
+
+
+class HATPlugin(SupervisedPlugin):
+    """HAT on any Avalanche ``SupervisedTemplate`` (e.g. ``Naive(plugins=[HATPlugin()])``).
+
+    :param adjustment_mode: ``hat`` (rate ``1 − P``), ``hat_random`` (``U(0,1)·P + 1 − P``,
+        fresh noise every step), ``hat_const_alpha`` (``α·P + 1 − P``), ``hat_const_1``
+        (rate 1: no protection), with ``P = min(M_l[i], M_{l−1}[j])``.
+    :param s_max: the largest gate scale (> 0).
+    :param clamp_threshold: θ of the compensation's ``clamp(s·e, −θ, θ)`` (> 0).
+    :param mask_sparsity_reg_factor: the regulariser's factor c (≥ 0).
+    :param mask_sparsity_reg_mode: ``original`` or ``cross`` (see ``masking.regularizer``).
+    :param task_embedding_init_mode: ``N01``, ``U-11``, ``U01``, ``U-10`` or ``last``.
+    :param alpha: α of ``hat_const_alpha`` (in [0, 1]).
+    :param embedding_clamp: clamp the embeddings to ``±embedding_clamp`` after every step,
+        as the original HAT code does with 6; ``None`` (default, as CLArena) disables it.
+    :param check_finite_loss: raise ``FloatingPointError`` on a NaN/inf loss before the
+        backward pass (costs one host sync per step on GPUs).
+    """
+
+    ADJUSTMENT_MODES: Mapping[str, RateRule] = {
+        "hat": RateRule("cumulative", _hat),
+        "hat_random": RateRule("cumulative", _hat_random, per_step=True),
+        "hat_const_alpha": RateRule("cumulative", _hat_const_alpha),
+        "hat_const_1": RateRule(None, None),
+    }
+
+    def __init__(
+        self,
+        adjustment_mode: str = "hat",
+        s_max: float = 400.0,
+        clamp_threshold: float = 50.0,
+        mask_sparsity_reg_factor: float = 0.1,
+        mask_sparsity_reg_mode: str = "original",
+        task_embedding_init_mode: str = "N01",
+        alpha: float = 1e-6,
+        embedding_clamp: float | None = None,
+        check_finite_loss: bool = True,
+    ) -> None:
+        super().__init__()
+        self.adjustment_mode = check_choice("adjustment_mode", adjustment_mode, self.ADJUSTMENT_MODES)
+        self.s_max = float(check_number("s_max", s_max, minimum=0.0, strict_minimum=True))
+        self.clamp_threshold = float(
+            check_number("clamp_threshold", clamp_threshold, minimum=0.0, strict_minimum=True)
+        )
+        self.mask_sparsity_reg_factor = float(
+            check_number("mask_sparsity_reg_factor", mask_sparsity_reg_factor, minimum=0.0)
+        )
+        self.mask_sparsity_reg_mode = check_choice(
+            "mask_sparsity_reg_mode", mask_sparsity_reg_mode, MASK_SPARSITY_REG_MODES
+        )
+        self.task_embedding_init_mode = check_choice(
+            "task_embedding_init_mode", task_embedding_init_mode, TASK_EMBEDDING_INITIALIZERS
+        )
+        self.alpha = float(check_number("alpha", alpha, minimum=0.0, maximum=1.0))
+        if embedding_clamp is not None:
+            check_number("embedding_clamp", embedding_clamp, minimum=0.0, strict_minimum=True)
+        self.embedding_clamp = embedding_clamp
+        self.check_finite_loss = bool(check_finite_loss)
+        self.task: int | None = None
+        self.gate_scale: float | None = None
+        self.layer_sparsity: dict[str, torch.Tensor] = {}
+        self._num_batches = 1
+        self._entries: list[tuple[torch.nn.Parameter, torch.Tensor, str]] = []
+        self._constant_rates: list[torch.Tensor] | None = None
+        self._constant_capacity: float | None = None
+
+    # ------------------------------------------------------------------ hooks for subclasses
+    @property
+    def rule(self) -> RateRule:
+        return self.ADJUSTMENT_MODES[self.adjustment_mode]
+
+    @property
+    def aggregation(self) -> str:
+        """Neuron→parameter aggregation of the rule's measure (HAT/AdaHAT: ``min``)."""
+        return "min"
+
+    def unit_measure(self, model: HATBackbone, name: str) -> dict[str, torch.Tensor]:
+        """The per-unit measure ``name`` of a :class:`RateRule`."""
+        if name == "cumulative":
+            return model.cumulative_masks()
+        if name == "summative":
+            return model.summative_masks()
+        raise ValueError(f"unknown unit measure {name!r}")
+
+    # ------------------------------------------------------------------ checks
+    def _experience_task(self, strategy) -> int:
+        experience = strategy.experience
+        labels = getattr(experience, "task_labels", None)
+        if labels is None:
+            raise ValueError(
+                "the training experience has no task labels; HAT-family strategies need them "
+                "to pick masks: build the benchmark with return_task_id=True (classic Avalanche "
+                "generators) or give the datasets TaskLabels"
+            )
+        labels = list(labels)
+        if len(labels) != 1:
+            raise ValueError(
+                f"the training experience holds task labels {sorted(labels)}; HAT trains one "
+                "task per experience: split the stream so that each experience has one task label"
+            )
+        return int(labels[0])
+
+    def _check_optimizer(self, strategy, model: HATBackbone) -> None:
+        optimizer = strategy.optimizer
+        model_params = {id(p) for p in strategy.model.parameters()}
+        masked = {id(layout.weight) for layout in model.param_layouts}
+        masked |= {id(layout.bias) for layout in model.param_layouts if layout.bias is not None}
+        in_optimizer = set()
+        for group in optimizer.param_groups:
+            for param in group["params"]:
+                in_optimizer.add(id(param))
+                if id(param) not in model_params:
+                    raise ValueError(
+                        "optimizer holds parameters that are not the model's: build the "
+                        "optimizer from this model's parameters (model.parameters())"
+                    )
+                if id(param) in masked and group.get("weight_decay", 0.0):
+                    raise ValueError(
+                        f"optimizer has weight_decay={group['weight_decay']} on masked-layer "
+                        "parameters; weight decay moves weights that HAT freezes for earlier "
+                        "tasks. Use weight_decay=0 (decay only the heads in a separate param group)"
+                    )
+        missing = masked - in_optimizer
+        if missing:
+            raise ValueError(
+                f"optimizer does not hold {len(missing)} masked-layer parameters of the model: "
+                "build the optimizer from model.parameters()"
+            )
+
+    # ------------------------------------------------------------------ per experience
+    def before_training_exp(self, strategy, **kwargs) -> None:
+        model = unwrap_hat_model(strategy.model)
+        task = self._experience_task(strategy)
+        if model.is_trained(task):
+            raise ValueError(
+                f"task {task} was already trained and its mask stored; HAT cannot retrain a "
+                "task: give each experience a new task label"
+            )
+        self._check_optimizer(strategy, model)
+        strategy.optimizer.state.clear()
+        model.initialize_task_embeddings(self.task_embedding_init_mode)
+        model.current_train_task = task
+        self.task = task
+        self._prepare_rates(model)
+
+    def _prepare_rates(self, model: HATBackbone) -> None:
+        """Broadcast the rule's measure once; evaluate constant rates once."""
+        rule = self.rule
+        self._entries = []
+        self._constant_rates = None
+        self._constant_capacity = None
+        if rule.measure is None:
+            self._constant_capacity = 1.0
+            return
+        unit = self.unit_measure(model, rule.measure)
+        for layout in model.param_layouts:
+            weight_measure, bias_measure = broadcast(layout, unit, self.aggregation)
+            self._entries.append((layout.weight, weight_measure.contiguous(), layout.out_key))
+            if bias_measure is not None:
+                self._entries.append((layout.bias, bias_measure, layout.out_key))
+        if not rule.per_step:
+            self._constant_rates = [rule.rate(self, m, k) for _, m, k in self._entries]
+            self._constant_capacity = self._mean_rate(self._constant_rates)
+
+    @staticmethod
+    def _mean_rate(rates: list[torch.Tensor]) -> float:
+        total = sum(float(r.sum()) for r in rates)
+        count = sum(r.numel() for r in rates)
+        return total / max(count, 1)
+
+    def after_training_exp(self, strategy, **kwargs) -> None:
+        model = unwrap_hat_model(strategy.model)
+        model.commit_task(self.task)
+        self._finish_experience(strategy, model)
+        model.current_train_task = None
+        model.gate_scale = None
+        model.last_masks = {}
+        model.last_activations = {}
+
+    def _finish_experience(self, strategy, model: HATBackbone) -> None:
+        """Extra end-of-experience work of subclasses (runs after the mask is stored)."""
+
+    # ------------------------------------------------------------------ per step
+    def before_training_epoch(self, strategy, **kwargs) -> None:
+        self._num_batches = len(strategy.dataloader)
+
+    def before_forward(self, strategy, **kwargs) -> None:
+        model = unwrap_hat_model(strategy.model)
+        batch = strategy.clock.train_epoch_iterations + 1
+        self.gate_scale = annealed_scale(min(batch, self._num_batches), self._num_batches, self.s_max)
+        model.gate_scale = self.gate_scale
+
+    def before_backward(self, strategy, **kwargs) -> None:
+        model = unwrap_hat_model(strategy.model)
+        if self.check_finite_loss and not bool(torch.isfinite(strategy.loss).all()):
+            raise FloatingPointError(
+                f"training loss is {strategy.loss.detach().flatten().tolist()} at iteration "
+                f"{strategy.clock.train_epoch_iterations} of task {self.task}; the step was "
+                "skipped and no weight changed. Lower the learning rate or check the inputs"
+            )
+        reg, self.layer_sparsity = mask_sparsity_regularizer(
+            model.last_masks,
+            model.cumulative_masks(),
+            self.mask_sparsity_reg_factor,
+            self.mask_sparsity_reg_mode,
+        )
+        strategy.loss = strategy.loss + reg
+
+    def after_backward(self, strategy, **kwargs) -> None:
+        model = unwrap_hat_model(strategy.model)
+        self.adjust_gradients_()
+        for embedding in model.task_embedding.values():
+            compensate_embedding_gradient_(embedding, self.gate_scale, self.s_max, self.clamp_threshold)
+
+    def adjust_gradients_(self) -> None:
+        """Multiply every masked-layer gradient by its adjustment rate, in place."""
+        if self._constant_rates is not None:
+            grads, rates = [], []
+            for (param, _, _), rate in zip(self._entries, self._constant_rates):
+                if param.grad is not None:
+                    grads.append(param.grad)
+                    rates.append(rate)
+            if grads:
+                torch._foreach_mul_(grads, rates)
+            return
+        rule = self.rule
+        for param, measure, key in self._entries:
+            if param.grad is not None:
+                param.grad.mul_(rule.rate(self, measure, key))
+
+    def after_update(self, strategy, **kwargs) -> None:
+        if self.embedding_clamp is not None:
+            model = unwrap_hat_model(strategy.model)
+            with torch.no_grad():
+                for embedding in model.task_embedding.values():
+                    embedding.clamp_(-self.embedding_clamp, self.embedding_clamp)
+
+    # ------------------------------------------------------------------ metrics
+    def network_capacity(self) -> float:
+        """Mean adjustment rate over every masked-layer parameter (existing biases only).
+
+        AdaHAT's network capacity (Wang et al. 2024, Sec. 4.3): under ``hat`` it is the
+        fraction of parameters still free. Per-step rules use the last step's batch state.
+        """
+        if self._constant_capacity is not None:
+            return self._constant_capacity
+        if not self._entries:
+            return 1.0
+        rule = self.rule
+        with torch.no_grad():
+            rates = [torch.as_tensor(rule.rate(self, m, k)).expand_as(m) for _, m, k in self._entries]
+        return self._mean_rate(rates)
