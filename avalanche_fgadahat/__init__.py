@@ -1,8 +1,8 @@
 """avalanche-fgadahat: HAT, AdaHAT and FG-AdaHAT for Avalanche."""
 
-from .plugins import HATPlugin
-from .strategies import HAT
+from .plugins import AdaHATPlugin, HATPlugin
+from .strategies import HAT, AdaHAT
 
 __version__ = "0.1.0"
 
-__all__ = ["HAT", "HATPlugin", "__version__"]
+__all__ = ["AdaHAT", "AdaHATPlugin", "HAT", "HATPlugin", "__version__"]

@@ -16,6 +16,7 @@ from avalanche.training.templates import SupervisedTemplate
 from torch.nn import Module
 from torch.optim import Optimizer
 
+from .plugins.adahat import AdaHATPlugin
 from .plugins.hat import HATPlugin, unwrap_hat_model
 
 
@@ -75,6 +76,43 @@ class HAT(_HATFamilyStrategy):
             mask_sparsity_reg_mode=mask_sparsity_reg_mode,
             task_embedding_init_mode=task_embedding_init_mode,
             alpha=alpha,
+            embedding_clamp=embedding_clamp,
+            check_finite_loss=check_finite_loss,
+        )
+        self._setup(model, optimizer, plugin, plugins, kwargs)
+
+
+class AdaHAT(_HATFamilyStrategy):
+    """AdaHAT (Wang et al. 2024). See :class:`AdaHATPlugin` for the algorithm's arguments;
+    the rest are ``SupervisedTemplate``'s."""
+
+    def __init__(
+        self,
+        *,
+        model: Module,
+        optimizer: Optimizer,
+        adjustment_mode: str = "adahat",
+        adjustment_intensity: float = 1e-6,
+        epsilon: float = 0.1,
+        s_max: float = 400.0,
+        clamp_threshold: float = 50.0,
+        mask_sparsity_reg_factor: float = 0.1,
+        mask_sparsity_reg_mode: str = "original",
+        task_embedding_init_mode: str = "N01",
+        embedding_clamp: float | None = None,
+        check_finite_loss: bool = True,
+        plugins: Sequence[BasePlugin] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        plugin = AdaHATPlugin(
+            adjustment_mode=adjustment_mode,
+            adjustment_intensity=adjustment_intensity,
+            epsilon=epsilon,
+            s_max=s_max,
+            clamp_threshold=clamp_threshold,
+            mask_sparsity_reg_factor=mask_sparsity_reg_factor,
+            mask_sparsity_reg_mode=mask_sparsity_reg_mode,
+            task_embedding_init_mode=task_embedding_init_mode,
             embedding_clamp=embedding_clamp,
             check_finite_loss=check_finite_loss,
         )
