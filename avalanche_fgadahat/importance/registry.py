@@ -1,0 +1,84 @@
+"""Registry of FG-AdaHAT's neuron-wise importance types.
+
+An importance type maps one training step (:class:`StepContext`) to a raw per-unit
+importance ``u_l`` (a detached 1-D tensor of ``n_l`` values per unit group). FG-AdaHAT
+then min-max normalises, multiplies by the soft mask and accumulates it (see
+``plugins/fgadahat.py``). Register with :func:`register_importance`; the plugin looks
+types up by name in :data:`IMPORTANCE_TYPES`, never through an if/elif chain.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+
+from ..models.base import HATBackbone
+
+
+@dataclass
+class StepContext:
+    """What one training step produced, as FG-AdaHAT's importances read it.
+
+    Read after ``optimizer.step()`` (CLArena's point): ``model`` holds the updated
+    weights and ``.grad`` the step's adjusted gradients; ``inputs``, ``targets``,
+    ``masks`` (soft training masks σ(s·e), detached) and ``activations`` (post-mask,
+    post-ReLU, detached) come from the step's forward pass, before the update.
+    """
+
+    model: HATBackbone
+    task: int
+    inputs: torch.Tensor
+    targets: torch.Tensor
+    masks: dict[str, torch.Tensor]
+    activations: dict[str, torch.Tensor]
+    gate_scale: float
+    cache: dict = field(default_factory=dict)
+
+
+ImportanceFunction = Callable[[StepContext], dict[str, torch.Tensor]]
+
+
+@dataclass(frozen=True)
+class ImportanceType:
+    """One importance measure.
+
+    :param name: the reference's name (the ``importance_type`` argument value).
+    :param function: ``StepContext → {unit_key: u_l}``.
+    :param short_name: the paper's label (ICU, IG, ...) or a short alias.
+    :param formula: the definition, for the docs table.
+    :param extra_passes: extra forward/backward work per step beyond the training step.
+    :param needs_activations: whether the model must record activations in training.
+    """
+
+    name: str
+    function: ImportanceFunction
+    short_name: str
+    formula: str
+    extra_passes: str = "none"
+    needs_activations: bool = False
+
+
+IMPORTANCE_TYPES: dict[str, ImportanceType] = {}
+
+
+def register_importance(
+    name: str,
+    *,
+    short_name: str,
+    formula: str,
+    extra_passes: str = "none",
+    needs_activations: bool = False,
+) -> Callable[[ImportanceFunction], ImportanceFunction]:
+    """Decorator adding an importance function to :data:`IMPORTANCE_TYPES`."""
+
+    def decorate(function: ImportanceFunction) -> ImportanceFunction:
+        if name in IMPORTANCE_TYPES:
+            raise ValueError(f"importance type {name!r} registered twice")
+        IMPORTANCE_TYPES[name] = ImportanceType(
+            name, function, short_name, formula, extra_passes, needs_activations
+        )
+        return function
+
+    return decorate
