@@ -15,7 +15,8 @@ Which mask a forward pass uses (:meth:`HATBackbone.masks_for_task`):
 * the task being trained, in train mode with a gate scale set by the plugin: the soft
   mask ``σ(s·e)`` (kept in ``last_masks`` for the regulariser);
 * the task being trained, otherwise (e.g. a periodic eval): ``1[e > 0]``;
-* a trained task: its stored binary mask;
+* a trained task: its stored binary mask (``task_positions[t]`` = 1-based training
+  position of task label t, 0 if untrained);
 * a task never trained: the union of the stored masks (all ones before the first task
   is stored), with a one-time warning. Avalanche evaluates the whole test stream after
   each experience, future tasks included; this keeps that loop running and gives a
@@ -82,7 +83,7 @@ class HATBackbone(MultiTaskModule):
             {key: nn.Parameter(torch.randn(n)) for key, n in self.unit_sizes.items()}
         )
         self.unit_state = nn.ModuleDict({k: UnitGroupState(n) for k, n in self.unit_sizes.items()})
-        self.register_buffer("trained_task_flags", torch.zeros(0, dtype=torch.bool))
+        self.register_buffer("task_positions", torch.zeros(0, dtype=torch.long))
         if self.multihead:
             self.classifier = MultiHeadClassifier(feature_size)
         else:
@@ -113,12 +114,14 @@ class HATBackbone(MultiTaskModule):
 
     # ------------------------------------------------------------------ task bookkeeping
     def trained_tasks(self) -> list[int]:
-        """Task labels whose binary masks are stored."""
-        return torch.nonzero(self.trained_task_flags).flatten().tolist()
+        """Task labels whose binary masks are stored, in the order they were trained."""
+        positions = self.task_positions.tolist()
+        trained = [task for task, position in enumerate(positions) if position > 0]
+        return sorted(trained, key=lambda task: positions[task])
 
     def is_trained(self, task: int) -> bool:
-        flags = self.trained_task_flags
-        return 0 <= task < flags.shape[0] and bool(flags[task])
+        positions = self.task_positions
+        return 0 <= task < positions.shape[0] and bool(positions[task] > 0)
 
     def initialize_task_embeddings(self, mode: str = "N01") -> None:
         """Re-initialise the embeddings for a new task (CLArena's ``task_embedding_init_mode``)."""
@@ -147,10 +150,11 @@ class HATBackbone(MultiTaskModule):
         """Store ``1[e > 0]`` as the mask of ``task``; update ``M`` (max) and ``S`` (sum)."""
         if self.is_trained(task):
             raise ValueError(f"task {task} already has a stored mask")
-        if self.trained_task_flags.shape[0] <= task:
-            flags = self.trained_task_flags.new_zeros(task + 1)
-            flags[: self.trained_task_flags.shape[0]] = self.trained_task_flags
-            self.trained_task_flags = flags
+        if self.task_positions.shape[0] <= task:
+            positions = self.task_positions.new_zeros(task + 1)
+            positions[: self.task_positions.shape[0]] = self.task_positions
+            self.task_positions = positions
+        position = int((self.task_positions > 0).sum()) + 1
         masks = {}
         for key, state in self.unit_state.items():
             mask = binary_mask(self.task_embedding[key])
@@ -159,13 +163,13 @@ class HATBackbone(MultiTaskModule):
             torch.maximum(state.cumulative, mask, out=state.cumulative)
             state.summative.add_(mask)
             masks[key] = mask
-        self.trained_task_flags[task] = True
+        self.task_positions[task] = position
         return masks
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
-        saved = state_dict.get(prefix + "trained_task_flags")
+        saved = state_dict.get(prefix + "task_positions")
         if saved is not None:
-            self.trained_task_flags = torch.zeros_like(saved)
+            self.task_positions = torch.zeros_like(saved)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     # ------------------------------------------------------------------ forward
@@ -186,7 +190,7 @@ class HATBackbone(MultiTaskModule):
                 UntrainedTaskWarning,
                 stacklevel=3,
             )
-        if self.trained_task_flags.any():
+        if bool((self.task_positions > 0).any()):
             return self.cumulative_masks()
         return {k: torch.ones_like(s.cumulative) for k, s in self.unit_state.items()}
 
