@@ -1,0 +1,382 @@
+"""HAT: equations against hand computations, and old tasks' outputs frozen bit for bit."""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import pytest
+import torch
+from avalanche.evaluation.metrics import accuracy_metrics, forgetting_metrics
+from avalanche.training import Naive
+from avalanche.training.plugins import EvaluationPlugin
+
+from avalanche_fgadahat import HAT, HATPlugin
+from avalanche_fgadahat.data import split_digits
+from avalanche_fgadahat.masking import (
+    annealed_scale,
+    broadcast,
+    compensate_embedding_gradient_,
+    mask_sparsity_regularizer,
+)
+from avalanche_fgadahat.models import HATAlexNet, HATMLP, HATResNet18, UntrainedTaskWarning
+
+quiet = lambda: EvaluationPlugin(loggers=[])  # noqa: E731
+
+
+# ---------------------------------------------------------------- annealing (Eq. 3)
+def test_annealing_endpoints_and_midpoint():
+    s_max, batches = 400.0, 11
+    assert annealed_scale(1, batches, s_max) == pytest.approx(1 / s_max)
+    assert annealed_scale(batches, batches, s_max) == pytest.approx(s_max)
+    assert annealed_scale(6, batches, s_max) == pytest.approx(1 / s_max + (s_max - 1 / s_max) * 0.5)
+    assert all(annealed_scale(b, batches, s_max) > 0 for b in range(1, batches + 1))
+    assert annealed_scale(1, 1, s_max) == s_max
+
+
+def test_plugin_feeds_one_based_batch_index():
+    """The first batch of every epoch sees s = 1/s_max (the reference's is negative)."""
+    seen = []
+
+    class Spy(HATPlugin):
+        def before_backward(self, strategy, **kwargs):
+            seen.append((strategy.clock.train_epoch_iterations, self.gate_scale))
+            super().before_backward(strategy, **kwargs)
+
+    bench = split_digits(5)
+    model = HATMLP(64, (16,))
+    strategy = Naive(model=model, optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
+                     train_mb_size=128, train_epochs=2, evaluator=quiet(), plugins=[Spy()])
+    strategy.train(bench.train_stream[0])
+    batches = len(strategy.dataloader) if strategy.dataloader else 3
+    firsts = [s for b, s in seen if b == 0]
+    lasts = [s for b, s in seen if b == max(i for i, _ in seen)]
+    assert len(firsts) == 2 and all(s == pytest.approx(1 / 400) for s in firsts)
+    assert all(s == pytest.approx(400.0) for s in lasts)
+    assert batches >= 1
+
+
+# ---------------------------------------------------------------- regulariser (Eq. 5)
+def test_regularizer_original_against_hand_computation():
+    masks = {"a": torch.tensor([0.5, 0.2, 0.9] + [0.1] * 9), "b": torch.tensor([1.0] * 4)}
+    cumulative = {"a": torch.tensor([1.0, 0.0, 0.0] + [0.0] * 9), "b": torch.tensor([0.0, 1.0, 0.0, 0.0])}
+    reg, sparsity = mask_sparsity_regularizer(masks, cumulative, factor=0.1)
+    occ_a, avail_a = 0.2 + 0.9 + 0.9, 11.0
+    occ_b, avail_b = 3.0, 3.0
+    assert float(reg) == pytest.approx(0.1 * (occ_a + occ_b) / (avail_a + avail_b))
+    assert float(sparsity["a"]) == pytest.approx(occ_a / avail_a)
+    assert float(sparsity["b"]) == 0.0  # at most 10 free units → 0
+
+
+def test_regularizer_is_zero_when_at_most_ten_units_free():
+    masks = {"a": torch.ones(10)}
+    reg, _ = mask_sparsity_regularizer(masks, {"a": torch.zeros(10)}, factor=0.1)
+    assert float(reg) == 0.0
+
+
+def test_regularizer_cross_adds_overlap_term_once():
+    masks = {"a": torch.tensor([0.5] * 14)}
+    cumulative = {"a": torch.tensor([1.0, 1.0] + [0.0] * 12)}
+    reg, _ = mask_sparsity_regularizer(masks, cumulative, factor=0.2, mode="cross")
+    original = (0.5 * 12) / 12
+    overlap = (0.5 * 2) / 2
+    assert float(reg) == pytest.approx(0.2 * (original + overlap))
+    masks = {"a": torch.full((14,), 0.3, requires_grad=True)}
+    reg, _ = mask_sparsity_regularizer(masks, cumulative, factor=0.2, mode="cross")
+    reg.backward()
+    assert masks["a"].grad is not None and reg.dim() == 0
+
+
+# ---------------------------------------------------------------- compensation (Eq. 4)
+def test_embedding_compensation_against_hand_computation():
+    e = torch.tensor([0.3, -2.0, 0.01], requires_grad=True)
+    e.grad = torch.tensor([1.0, 2.0, -3.0])
+    s, s_max, theta = 2.5, 400.0, 50.0
+    compensate_embedding_gradient_(e, s, s_max, theta)
+    expected = [
+        g * (s_max / s) * (math.cosh(max(-theta, min(theta, s * v))) + 1) / (math.cosh(v) + 1)
+        for g, v in zip([1.0, 2.0, -3.0], [0.3, -2.0, 0.01])
+    ]
+    assert e.grad.tolist() == pytest.approx(expected, rel=1e-5)
+    e2 = torch.tensor([3.0], requires_grad=True)
+    e2.grad = torch.tensor([1.0])
+    compensate_embedding_gradient_(e2, 400.0, 400.0, 50.0)  # s·e = 1200 clamped to 50
+    assert float(e2.grad) == pytest.approx((math.cosh(50) + 1) / (math.cosh(3.0) + 1), rel=1e-5)
+
+
+# ---------------------------------------------------------------- broadcast
+def test_broadcast_linear_first_layer_and_aggregations():
+    model = HATMLP(3, (2, 2))
+    first, second = model.param_layouts
+    measure = {"fc0": torch.tensor([0.2, 0.7]), "fc1": torch.tensor([0.5, 0.1])}
+    w, b = broadcast(first, measure, "min")
+    assert torch.equal(w, torch.tensor([[0.2] * 3, [0.7] * 3]))
+    assert torch.equal(b, measure["fc0"])
+    for agg, fn in {"min": min, "max": max, "mean": lambda a, c: (a + c) / 2}.items():
+        w, b = broadcast(second, measure, agg)
+        expected = [[fn(o, i) for i in [0.2, 0.7]] for o in [0.5, 0.1]]
+        assert torch.allclose(w, torch.tensor(expected))
+        assert torch.equal(b, measure["fc1"])
+
+
+def test_broadcast_conv_kernels_and_flatten():
+    model = HATAlexNet((1, 12, 12), conv_channels=(2, 3), kernel_sizes=(3, 2), fc_sizes=(4,))
+    conv0, conv1, fc0 = model.param_layouts
+    measure = {"conv0": torch.tensor([1.0, 0.0]), "conv1": torch.tensor([0.3, 1.0, 0.6]),
+               "fc0": torch.tensor([0.9, 0.1, 1.0, 0.4])}
+    w, _ = broadcast(conv1, measure, "min")
+    assert w.shape == conv1.weight.shape  # (3, 2, 2, 2)
+    for i in range(3):
+        for j in range(2):
+            assert torch.all(w[i, j] == min(measure["conv1"][i], measure["conv0"][j]))
+    # flatten: conv1 output is 3 channels × 2 × 2 after pooling; channel-major order
+    assert fc0.in_repeat == 4 and fc0.weight.shape == (4, 12)
+    w, b = broadcast(fc0, measure, "min")
+    for i in range(4):
+        for col in range(12):
+            channel = col // 4
+            assert w[i, col] == min(measure["fc0"][i], measure["conv1"][channel])
+    assert torch.equal(b, measure["fc0"])
+
+
+def test_broadcast_resnet_shortcut_between_block_input_and_output():
+    model = HATResNet18((3, 16, 16), widths=(4, 8, 8, 8))
+    shortcut = next(l for l in model.param_layouts if l.name.endswith("shortcut"))
+    assert shortcut.in_key == "layer1_1_conv2" and shortcut.out_key == "layer2_0_conv2"
+    measure = {k: torch.rand(n) for k, n in model.unit_sizes.items()}
+    w, b = broadcast(shortcut, measure, "min")
+    assert b is None
+    expected = torch.minimum(measure["layer2_0_conv2"].view(-1, 1), measure["layer1_1_conv2"].view(1, -1))
+    assert torch.equal(w[:, :, 0, 0], expected)
+
+
+# ---------------------------------------------------------------- gradient masking
+def test_hat_gradient_rates_against_hand_computation():
+    torch.manual_seed(0)
+    model = HATMLP(3, (2, 2))
+    plugin = HATPlugin()
+    with torch.no_grad():
+        model.unit_state["fc0"].cumulative.copy_(torch.tensor([1.0, 0.0]))
+        model.unit_state["fc1"].cumulative.copy_(torch.tensor([0.0, 1.0]))
+    plugin._prepare_rates(model)
+    for layout in model.param_layouts:
+        layout.weight.grad = torch.ones_like(layout.weight)
+        layout.bias.grad = torch.ones_like(layout.bias)
+    plugin.adjust_gradients_()
+    fc0, fc1 = model.fc
+    assert torch.equal(fc0.weight.grad, torch.tensor([[0.0] * 3, [1.0] * 3]))
+    assert torch.equal(fc0.bias.grad, torch.tensor([0.0, 1.0]))
+    # fc1: 1 − min(M1[i], M0[j]); M1 = [0, 1], M0 = [1, 0]
+    assert torch.equal(fc1.weight.grad, torch.tensor([[1.0, 1.0], [0.0, 1.0]]))
+    assert torch.equal(fc1.bias.grad, torch.tensor([1.0, 0.0]))
+    # capacity under "hat" = fraction of free parameters
+    assert plugin.network_capacity() == pytest.approx((3 + 1 + 3 + 1) / (6 + 2 + 4 + 2))
+
+
+@pytest.mark.parametrize("mode,expected", [("hat_const_1", 1.0), ("hat_const_alpha", 0.25)])
+def test_hat_variant_rates(mode, expected):
+    model = HATMLP(3, (2,))
+    plugin = HATPlugin(adjustment_mode=mode, alpha=0.25)
+    with torch.no_grad():
+        model.unit_state["fc0"].cumulative.fill_(1.0)
+    plugin._prepare_rates(model)
+    model.fc[0].weight.grad = torch.ones(2, 3)
+    model.fc[0].bias.grad = torch.ones(2)
+    plugin.adjust_gradients_()
+    assert torch.allclose(model.fc[0].weight.grad, torch.full((2, 3), expected))
+
+
+def test_hat_random_rates_are_fresh_and_bounded():
+    model = HATMLP(3, (50,))
+    plugin = HATPlugin(adjustment_mode="hat_random")
+    with torch.no_grad():
+        model.unit_state["fc0"].cumulative[:25] = 1.0
+    plugin._prepare_rates(model)
+    grads = []
+    for _ in range(2):
+        model.fc[0].weight.grad = torch.ones(50, 3)
+        model.fc[0].bias.grad = torch.ones(50)
+        plugin.adjust_gradients_()
+        grads.append(model.fc[0].weight.grad.clone())
+    assert torch.all(grads[0][25:] == 1.0)
+    assert torch.all((grads[0][:25] >= 0) & (grads[0][:25] <= 1))
+    assert not torch.equal(grads[0][:25], grads[1][:25])
+
+
+# ---------------------------------------------------------------- frozen outputs
+def _outputs_per_task(model, bench):
+    model.eval()
+    with torch.no_grad():
+        return {
+            t: model(exp.dataset.tensors[0] if hasattr(exp.dataset, "tensors") else torch.stack([exp.dataset[i][0] for i in range(len(exp.dataset))]), t)
+            for t, exp in enumerate(bench.test_stream)
+        }
+
+
+OPTIMIZERS = {
+    "sgd_momentum": lambda p: torch.optim.SGD(p, lr=0.05, momentum=0.9),
+    "adam": lambda p: torch.optim.Adam(p, lr=1e-2),
+    "adamw": lambda p: torch.optim.AdamW(p, lr=1e-2, weight_decay=0.0),
+    "rmsprop": lambda p: torch.optim.RMSprop(p, lr=1e-3),
+}
+
+
+def _make_model(kind):
+    if kind == "mlp":
+        return HATMLP(64, (32, 32))
+    if kind == "alexnet":
+        return _Reshape8(HATAlexNet((1, 8, 8), conv_channels=(4, 6), kernel_sizes=(3, 2), fc_sizes=(16,), conv_dropout=0.0, fc_dropout=0.0))
+    return _Reshape8(HATResNet18((1, 8, 8), widths=(4, 4, 8, 8), small_input_stem=True))
+
+
+def _Reshape8(model):
+    inner_forward = model.forward_features
+    model.forward_features = lambda x, masks, task: inner_forward(x.view(-1, 1, 8, 8), masks, task)
+    return model
+
+
+@pytest.mark.parametrize("optimizer", sorted(OPTIMIZERS))
+def test_earlier_tasks_outputs_bit_identical_mlp(optimizer):
+    _check_frozen("mlp", optimizer)
+
+
+@pytest.mark.parametrize("kind", ["alexnet", "resnet"])
+def test_earlier_tasks_outputs_bit_identical_conv(kind):
+    _check_frozen(kind, "adam")
+
+
+def _check_frozen(kind, optimizer):
+    torch.manual_seed(0)
+    bench = split_digits(5)
+    model = _make_model(kind)
+    strategy = HAT(model=model, optimizer=OPTIMIZERS[optimizer](model.parameters()),
+                   train_mb_size=64, train_epochs=2, eval_mb_size=512, evaluator=quiet())
+    test_x = [torch.stack([exp.dataset[i][0] for i in range(len(exp.dataset))]) for exp in bench.test_stream]
+    reference = {}
+    first_weight = model.param_layouts[0].weight
+    for t, exp in enumerate(bench.train_stream):
+        strategy.train(exp)
+        if t == 0:
+            after_first = first_weight.detach().clone()
+        model.eval()
+        with torch.no_grad():
+            reference[t] = model(test_x[t], t)
+            for old in range(t):
+                assert torch.equal(model(test_x[old], old), reference[old]), f"task {old} changed after task {t}"
+    # not vacuous: later tasks did move the shared weights that task 0 left free
+    assert not torch.equal(first_weight.detach(), after_first)
+
+
+def test_naive_with_plugin_equals_hat_strategy():
+    bench = split_digits(5)
+    outs = []
+    for use_plugin in (False, True):
+        torch.manual_seed(1)
+        model = HATMLP(64, (16, 16))
+        opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+        if use_plugin:
+            strategy = Naive(model=model, optimizer=opt, train_mb_size=64, train_epochs=1, evaluator=quiet(), plugins=[HATPlugin()])
+        else:
+            strategy = HAT(model=model, optimizer=opt, train_mb_size=64, train_epochs=1, evaluator=quiet())
+        for exp in bench.train_stream[:2]:
+            torch.manual_seed(2)
+            strategy.train(exp)
+        outs.append({k: v.clone() for k, v in model.state_dict().items()})
+    assert outs[0].keys() == outs[1].keys()
+    assert all(torch.equal(outs[0][k], outs[1][k]) for k in outs[0])
+
+
+# ---------------------------------------------------------------- end to end with Avalanche evaluation
+def test_end_to_end_with_evaluation_plugin_and_untrained_tasks():
+    torch.manual_seed(0)
+    bench = split_digits(5)
+    model = HATMLP(64, (64, 64))
+    evaluator = EvaluationPlugin(accuracy_metrics(experience=True, stream=True),
+                                 forgetting_metrics(experience=True, stream=True), loggers=[])
+    strategy = HAT(model=model, optimizer=torch.optim.Adam(model.parameters(), lr=1e-3),
+                   train_mb_size=32, train_epochs=5, eval_mb_size=256, evaluator=evaluator)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for exp in bench.train_stream:
+            strategy.train(exp)
+            results = strategy.eval(bench.test_stream)
+    untrained = [w for w in caught if issubclass(w.category, UntrainedTaskWarning)]
+    assert len(untrained) == 4  # tasks 1..4 warned once each, before they were trained
+    accs = [results[f"Top1_Acc_Exp/eval_phase/test_stream/Task{t:03d}/Exp{t:03d}"] for t in range(5)]
+    assert sum(accs) / 5 > 0.8 and min(accs) > 0.55, accs  # 2-class tasks: chance is 0.5
+    assert results["StreamForgetting/eval_phase/test_stream"] == pytest.approx(0.0, abs=1e-9)
+    sd = model.state_dict()
+    assert sd["unit_state.fc0.task_masks"].shape == (5, 64)
+    assert torch.equal(sd["unit_state.fc0.cumulative"], sd["unit_state.fc0.task_masks"].amax(0))
+    assert torch.equal(sd["unit_state.fc0.summative"], sd["unit_state.fc0.task_masks"].sum(0))
+    assert model.trained_tasks() == [0, 1, 2, 3, 4]
+
+
+def test_untrained_task_uses_union_of_masks():
+    model = HATMLP(4, (6,))
+    x = torch.randn(3, 4)
+    model.eval()
+    with pytest.warns(UntrainedTaskWarning):
+        ones = model.masks_for_task(7)
+    assert torch.equal(ones["fc0"], torch.ones(6))
+    with torch.no_grad():
+        model.task_embedding["fc0"].copy_(torch.tensor([1.0, -1, -1, 1, -1, -1]))
+    model.commit_task(0)
+    with torch.no_grad():
+        model.task_embedding["fc0"].copy_(torch.tensor([-1.0, 1, -1, -1, -1, -1]))
+    model.commit_task(2)
+    union = model.masks_for_task(7)["fc0"]
+    assert union.tolist() == [1, 1, 0, 1, 0, 0]
+    assert model.trained_tasks() == [0, 2]
+
+
+# ---------------------------------------------------------------- bad arguments
+@pytest.mark.parametrize("kwargs,needle", [
+    ({"adjustment_mode": "hta"}, "adjustment_mode='hta'"),
+    ({"s_max": 0}, "s_max"),
+    ({"s_max": -3.0}, "s_max"),
+    ({"clamp_threshold": 0}, "clamp_threshold"),
+    ({"mask_sparsity_reg_mode": "crossed"}, "'original', 'cross'"),
+    ({"task_embedding_init_mode": "zeros"}, "N01"),
+    ({"mask_sparsity_reg_factor": -1}, "mask_sparsity_reg_factor"),
+])
+def test_bad_hyperparameters_name_argument_and_choices(kwargs, needle):
+    with pytest.raises(ValueError, match=needle.replace("(", r"\(").replace(")", r"\)")):
+        HATPlugin(**kwargs)
+
+
+def test_model_without_masked_layers_is_refused():
+    model = torch.nn.Linear(4, 2)
+    with pytest.raises(TypeError, match="HATMLP, HATAlexNet, HATResNet18"):
+        HAT(model=model, optimizer=torch.optim.SGD(model.parameters(), lr=0.1))
+
+
+def test_unsupported_layer_fails_loudly():
+    class WithNorm(HATMLP):
+        def __init__(self):
+            super().__init__(4, (3,))
+            self.norm = torch.nn.LayerNorm(3)
+            self._check_supported_layers()
+
+    with pytest.raises(TypeError, match="norm"):
+        WithNorm()
+
+
+def test_training_batch_with_mixed_task_labels_is_refused_eval_accepts_it():
+    bench = split_digits(2)
+    model = HATMLP(64, (5,))
+    for exp in bench.train_stream:
+        model.adaptation(exp)
+    model.current_train_task = 0
+    model.gate_scale = 1.0
+    model.train()
+    with pytest.raises(ValueError, match=r"task_labels .* found \[0, 1\]"):
+        model(torch.randn(4, 64), torch.tensor([0, 0, 1, 1]))
+    model.commit_task(0)
+    model.current_train_task = None
+    model.eval()
+    with pytest.warns(UntrainedTaskWarning):
+        out = model(torch.randn(4, 64), torch.tensor([0, 1, 0, 1]))
+    assert out.shape == (4, 5)
+
+
