@@ -5,6 +5,8 @@ A :class:`HATBackbone` is an Avalanche ``MultiTaskModule``. It owns
 * one task embedding per unit group (``task_embedding``; one set, re-initialised for
   every new task and thrown away once its binary mask is stored — HAT Sec. 2.1);
 * the HAT-family buffers of each unit group (:class:`~.state.UnitGroupState`);
+* ``importance_steps``: FG-AdaHAT's count of the steps summed into each group's
+  ``importance_step_sum`` during the current task (a scalar buffer);
 * the ordered :class:`~avalanche_fgadahat.masking.ParamLayout` list of its masked
   weight-bearing layers, which the neuron→parameter broadcast needs;
 * a head: Avalanche's ``MultiHeadClassifier`` (task-incremental, default) or one shared
@@ -84,6 +86,8 @@ class HATBackbone(MultiTaskModule):
         )
         self.unit_state = nn.ModuleDict({k: UnitGroupState(n) for k, n in self.unit_sizes.items()})
         self.register_buffer("task_positions", torch.zeros(0, dtype=torch.long))
+        # FG-AdaHAT: optimizer steps accumulated into ``importance_step_sum`` this task.
+        self.register_buffer("importance_steps", torch.zeros((), dtype=torch.long))
         if self.multihead:
             self.classifier = MultiHeadClassifier(feature_size)
         else:
