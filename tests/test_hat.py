@@ -8,6 +8,7 @@ import warnings
 import pytest
 import torch
 from avalanche.evaluation.metrics import accuracy_metrics, forgetting_metrics
+from avalanche.models.utils import avalanche_model_adaptation
 from avalanche.training import Naive
 from avalanche.training.plugins import EvaluationPlugin
 
@@ -366,7 +367,7 @@ def test_training_batch_with_mixed_task_labels_is_refused_eval_accepts_it():
     bench = split_digits(2)
     model = HATMLP(64, (5,))
     for exp in bench.train_stream:
-        model.adaptation(exp)
+        avalanche_model_adaptation(model, exp)
     model.current_train_task = 0
     model.gate_scale = 1.0
     model.train()
