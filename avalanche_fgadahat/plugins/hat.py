@@ -124,6 +124,7 @@ class HATPlugin(SupervisedPlugin):
         self._entries: list[tuple[torch.nn.Parameter, torch.Tensor, str]] = []
         self._constant_rates: list[torch.Tensor] | None = None
         self._constant_capacity: float | None = None
+        self._step_capacity: float | None = None
 
     # ------------------------------------------------------------------ hooks for subclasses
     @property
@@ -210,6 +211,7 @@ class HATPlugin(SupervisedPlugin):
         self._entries = []
         self._constant_rates = None
         self._constant_capacity = None
+        self._step_capacity = None
         if rule.measure is None:
             self._constant_capacity = 1.0
             return
@@ -225,9 +227,12 @@ class HATPlugin(SupervisedPlugin):
 
     @staticmethod
     def _mean_rate(rates: list[torch.Tensor]) -> float:
-        total = sum(float(r.sum()) for r in rates)
+        """Mean over every element of ``rates`` (one host synchronisation)."""
         count = sum(r.numel() for r in rates)
-        return total / max(count, 1)
+        if count == 0:
+            return 1.0
+        total = torch.stack([r.sum(dtype=torch.float32) for r in rates]).sum()
+        return float(total) / count
 
     def after_training_exp(self, strategy, **kwargs) -> None:
         model = unwrap_hat_model(strategy.model)
@@ -265,6 +270,7 @@ class HATPlugin(SupervisedPlugin):
             self.mask_sparsity_reg_factor,
             self.mask_sparsity_reg_mode,
         )
+        self._step_capacity = None
         strategy.loss = strategy.loss + reg
 
     def after_backward(self, strategy, **kwargs) -> None:
@@ -301,13 +307,18 @@ class HATPlugin(SupervisedPlugin):
         """Mean adjustment rate over every masked-layer parameter (existing biases only).
 
         AdaHAT's network capacity (Wang et al. 2024, Sec. 4.3): under ``hat`` it is the
-        fraction of parameters still free. Per-step rules use the last step's batch state.
+        fraction of parameters still free. Per-step rules use the last step's batch state
+        (``R_l``); their value is computed once per step, on the first call after the
+        step's regulariser (``hat_random``: one fresh draw of its noise). 1.0 before the
+        first experience (every parameter free).
         """
         if self._constant_capacity is not None:
             return self._constant_capacity
         if not self._entries:
             return 1.0
-        rule = self.rule
-        with torch.no_grad():
-            rates = [torch.as_tensor(rule.rate(self, m, k)).expand_as(m) for _, m, k in self._entries]
-        return self._mean_rate(rates)
+        if self._step_capacity is None:
+            rule = self.rule
+            with torch.no_grad():
+                rates = [torch.as_tensor(rule.rate(self, m, k)).expand_as(m) for _, m, k in self._entries]
+            self._step_capacity = self._mean_rate(rates)
+        return self._step_capacity
