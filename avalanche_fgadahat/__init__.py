@@ -1,8 +1,16 @@
 """avalanche-fgadahat: HAT, AdaHAT and FG-AdaHAT for Avalanche."""
 
-from .plugins import AdaHATPlugin, HATPlugin
-from .strategies import HAT, AdaHAT
+from .plugins import AdaHATPlugin, FGAdaHATPlugin, HATPlugin
+from .strategies import HAT, AdaHAT, FGAdaHAT
 
 __version__ = "0.1.0"
 
-__all__ = ["AdaHAT", "AdaHATPlugin", "HAT", "HATPlugin", "__version__"]
+__all__ = [
+    "AdaHAT",
+    "AdaHATPlugin",
+    "FGAdaHAT",
+    "FGAdaHATPlugin",
+    "HAT",
+    "HATPlugin",
+    "__version__",
+]

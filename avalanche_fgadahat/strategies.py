@@ -17,6 +17,7 @@ from torch.nn import Module
 from torch.optim import Optimizer
 
 from .plugins.adahat import AdaHATPlugin
+from .plugins.fgadahat import FGAdaHATPlugin
 from .plugins.hat import HATPlugin, unwrap_hat_model
 
 
@@ -113,6 +114,66 @@ class AdaHAT(_HATFamilyStrategy):
             mask_sparsity_reg_factor=mask_sparsity_reg_factor,
             mask_sparsity_reg_mode=mask_sparsity_reg_mode,
             task_embedding_init_mode=task_embedding_init_mode,
+            embedding_clamp=embedding_clamp,
+            check_finite_loss=check_finite_loss,
+        )
+        self._setup(model, optimizer, plugin, plugins, kwargs)
+
+
+class FGAdaHAT(_HATFamilyStrategy):
+    """FG-AdaHAT (CLArena ``FGAdaHAT``). See :class:`FGAdaHATPlugin` for the algorithm's
+    arguments (CLArena's names; defaults of its HEAD paper configs, ICU importance); the
+    rest are ``SupervisedTemplate``'s."""
+
+    def __init__(
+        self,
+        *,
+        model: Module,
+        optimizer: Optimizer,
+        adjustment_intensity: float = 1.5e-7,
+        importance_type: str = "input_weight_abs_sum_x_activation_abs",
+        importance_summing_strategy: str = "add_all",
+        importance_scheduler_type: str = "linear_sparsity_reg",
+        neuron_to_weight_importance_aggregation_mode: str = "min",
+        s_max: float = 400.0,
+        clamp_threshold: float = 50.0,
+        mask_sparsity_reg_factor: float = 0.1,
+        mask_sparsity_reg_mode: str = "original",
+        base_importance: float = 1e-8,
+        base_mask_sparsity_reg: float = 0.1,
+        base_linear: float = 5.0,
+        filter_by_cumulative_mask: bool = False,
+        filter_unmasked_importance: bool = False,
+        step_multiply_training_mask: bool = True,
+        task_embedding_init_mode: str = "N01",
+        importance_summing_strategy_linear_step: float | None = None,
+        importance_summing_strategy_exponential_rate: float | None = None,
+        importance_summing_strategy_log_base: float | None = None,
+        embedding_clamp: float | None = None,
+        check_finite_loss: bool = True,
+        plugins: Sequence[BasePlugin] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        plugin = FGAdaHATPlugin(
+            adjustment_intensity=adjustment_intensity,
+            importance_type=importance_type,
+            importance_summing_strategy=importance_summing_strategy,
+            importance_scheduler_type=importance_scheduler_type,
+            neuron_to_weight_importance_aggregation_mode=neuron_to_weight_importance_aggregation_mode,
+            s_max=s_max,
+            clamp_threshold=clamp_threshold,
+            mask_sparsity_reg_factor=mask_sparsity_reg_factor,
+            mask_sparsity_reg_mode=mask_sparsity_reg_mode,
+            base_importance=base_importance,
+            base_mask_sparsity_reg=base_mask_sparsity_reg,
+            base_linear=base_linear,
+            filter_by_cumulative_mask=filter_by_cumulative_mask,
+            filter_unmasked_importance=filter_unmasked_importance,
+            step_multiply_training_mask=step_multiply_training_mask,
+            task_embedding_init_mode=task_embedding_init_mode,
+            importance_summing_strategy_linear_step=importance_summing_strategy_linear_step,
+            importance_summing_strategy_exponential_rate=importance_summing_strategy_exponential_rate,
+            importance_summing_strategy_log_base=importance_summing_strategy_log_base,
             embedding_clamp=embedding_clamp,
             check_finite_loss=check_finite_loss,
         )

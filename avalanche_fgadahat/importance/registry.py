@@ -62,6 +62,35 @@ class ImportanceType:
 
 IMPORTANCE_TYPES: dict[str, ImportanceType] = {}
 
+#: The 23 ``importance_type`` names of the reference (CLArena ``FGAdaHAT``), in its order.
+#: ``in_pass.py`` registers the 13 computed from the training step's own tensors,
+#: ``attribution.py`` the 10 that need extra forward/backward passes (Captum, ablation).
+REFERENCE_IMPORTANCE_TYPES: tuple[str, ...] = (
+    "input_weight_abs_sum",
+    "output_weight_abs_sum",
+    "input_weight_gradient_abs_sum",
+    "output_weight_gradient_abs_sum",
+    "activation_abs",
+    "input_weight_abs_sum_x_activation_abs",
+    "output_weight_abs_sum_x_activation_abs",
+    "gradient_x_activation_abs",
+    "input_weight_gradient_square_sum",
+    "output_weight_gradient_square_sum",
+    "input_weight_gradient_square_sum_x_activation_abs",
+    "output_weight_gradient_square_sum_x_activation_abs",
+    "conductance_abs",
+    "internal_influence_abs",
+    "gradcam_abs",
+    "deeplift_abs",
+    "deepliftshap_abs",
+    "gradientshap_abs",
+    "integrated_gradients_abs",
+    "feature_ablation_abs",
+    "lrp_abs",
+    "cbp_adaptation",
+    "cbp_adaptive_contribution",
+)
+
 
 def register_importance(
     name: str,

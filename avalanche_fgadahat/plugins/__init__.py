@@ -1,6 +1,7 @@
 """Avalanche plugins of the HAT family."""
 
 from .adahat import AdaHATPlugin
+from .fgadahat import FGAdaHATPlugin
 from .hat import HATPlugin
 
-__all__ = ["AdaHATPlugin", "HATPlugin"]
+__all__ = ["AdaHATPlugin", "FGAdaHATPlugin", "HATPlugin"]

@@ -1,0 +1,142 @@
+"""FG-AdaHAT importances computed from what the training step already produced.
+
+No extra forward or backward pass: each type reads, after ``optimizer.step()``, the
+updated weights, their ``.grad`` (this step's gradients, already multiplied by the
+adjustment rate, as in CLArena) and the activations recorded during the step's forward
+pass (post-mask, post-ReLU). Per unit ``i`` of unit group ``l`` (see ``wiring.py`` for
+which weights are "input" and "output" weights, conv kernels, flattening and ResNet):
+
+* ``W^in_l[i]`` = Σ over the unit's input weights, ``W^out_l[i]`` = Σ over its output
+  weights, of ``|w|``, ``|∂L/∂w|`` or ``(∂L/∂w)²``;
+* ``A_l[i]`` = mean of ``|activation|`` over every dim but the unit dim (batch, and
+  spatial positions of conv maps).
+
+CBP = Continual Backpropagation (Dohare et al., Nature 2024): its "adaptation" is the
+reciprocal of the input-weight magnitude and its "adaptive contribution" is
+``A · Σ|W^out| / Σ|W^in|``. The reciprocal is taken of ``max(Σ|W^in|, tiny)`` so a unit
+whose input weights are all zero gives a huge but finite value instead of ``inf``
+(which would turn the step's min-max normalisation into NaN).
+
+AFI (Activation Fisher Information) is ``Σ (∂L/∂W^in)² · A`` as at CLArena HEAD; the
+May-2025 code that produced the paper's numbers dispatched it to ICU's function
+(``Σ|W^in| · A``), see ``docs/importance.md``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from .registry import StepContext, register_importance
+from .wiring import WeightTransform, sum_input_weights, sum_output_weights
+
+
+def weight_abs(param: nn.Parameter) -> torch.Tensor:
+    return param.detach().abs()
+
+
+def gradient(param: nn.Parameter) -> torch.Tensor:
+    """This step's gradient (zeros if the parameter received none)."""
+    grad = param.grad
+    return torch.zeros_like(param.detach()) if grad is None else grad.detach()
+
+
+def gradient_abs(param: nn.Parameter) -> torch.Tensor:
+    return gradient(param).abs()
+
+
+def gradient_square(param: nn.Parameter) -> torch.Tensor:
+    return gradient(param).square()
+
+
+def activation_abs_mean(ctx: StepContext, key: str) -> torch.Tensor:
+    """``A_l``: mean ``|activation|`` over every dim but dim 1 (the unit dim)."""
+    if key not in ctx.activations:
+        raise ValueError(
+            f"no recorded activation for unit group {key!r}: the model must record "
+            "activations during training (model.record_activations = True)"
+        )
+    activation = ctx.activations[key].detach()
+    dims = [d for d in range(activation.dim()) if d != 1]
+    return activation.abs().mean(dim=dims)
+
+
+def _inputs(transform: WeightTransform) -> Callable[[StepContext, str], torch.Tensor]:
+    return lambda ctx, key: sum_input_weights(ctx.model, key, transform)
+
+
+def _outputs(transform: WeightTransform) -> Callable[[StepContext, str], torch.Tensor]:
+    return lambda ctx, key: sum_output_weights(ctx.model, key, ctx.task, transform)
+
+
+def _reciprocal(value: torch.Tensor) -> torch.Tensor:
+    return value.clamp_min(torch.finfo(value.dtype).tiny).reciprocal()
+
+
+def _register(
+    name: str,
+    short_name: str,
+    formula: str,
+    per_unit: Callable[[StepContext, str], torch.Tensor],
+    needs_activations: bool = False,
+) -> None:
+    def importance(ctx: StepContext) -> dict[str, torch.Tensor]:
+        with torch.no_grad():
+            return {key: per_unit(ctx, key) for key in ctx.model.unit_sizes}
+
+    importance.__name__ = name
+    importance.__doc__ = f"{short_name}: {formula}"
+    register_importance(
+        name, short_name=short_name, formula=formula, needs_activations=needs_activations
+    )(importance)
+
+
+_w_in, _w_out = _inputs(weight_abs), _outputs(weight_abs)
+_g_in, _g_out = _inputs(gradient_abs), _outputs(gradient_abs)
+_g2_in, _g2_out = _inputs(gradient_square), _outputs(gradient_square)
+
+_register("input_weight_abs_sum", "—", "Σ|W^in|", _w_in)
+_register("output_weight_abs_sum", "—", "Σ|W^out|", _w_out)
+_register("input_weight_gradient_abs_sum", "IG", "Σ|∂L/∂W^in|", _g_in)
+_register("output_weight_gradient_abs_sum", "OG", "Σ|∂L/∂W^out|", _g_out)
+_register("activation_abs", "—", "A", activation_abs_mean, needs_activations=True)
+_register(
+    "input_weight_abs_sum_x_activation_abs",
+    "ICU",
+    "Σ|W^in| · A",
+    lambda ctx, key: _w_in(ctx, key) * activation_abs_mean(ctx, key),
+    needs_activations=True,
+)
+_register(
+    "output_weight_abs_sum_x_activation_abs",
+    "CU",
+    "Σ|W^out| · A",
+    lambda ctx, key: _w_out(ctx, key) * activation_abs_mean(ctx, key),
+    needs_activations=True,
+)
+_register("input_weight_gradient_square_sum", "—", "Σ(∂L/∂W^in)²", _g2_in)
+_register("output_weight_gradient_square_sum", "—", "Σ(∂L/∂W^out)²", _g2_out)
+_register(
+    "input_weight_gradient_square_sum_x_activation_abs",
+    "AFI",
+    "Σ(∂L/∂W^in)² · A",
+    lambda ctx, key: _g2_in(ctx, key) * activation_abs_mean(ctx, key),
+    needs_activations=True,
+)
+_register(
+    "output_weight_gradient_square_sum_x_activation_abs",
+    "—",
+    "Σ(∂L/∂W^out)² · A",
+    lambda ctx, key: _g2_out(ctx, key) * activation_abs_mean(ctx, key),
+    needs_activations=True,
+)
+_register("cbp_adaptation", "CBP adaptation", "1 / Σ|W^in|", lambda ctx, key: _reciprocal(_w_in(ctx, key)))
+_register(
+    "cbp_adaptive_contribution",
+    "CBP adaptive contribution",
+    "Σ|W^out| · A / Σ|W^in|",
+    lambda ctx, key: _w_out(ctx, key) * activation_abs_mean(ctx, key) * _reciprocal(_w_in(ctx, key)),
+    needs_activations=True,
+)

@@ -1,0 +1,18 @@
+"""Min-max normalisation of a step importance (FG-AdaHAT, before its Eq. (5)).
+
+``(x − min x) / (max x − min x + 1e-8)`` over the whole vector, as CLArena's
+``min_max_normalize(dim=None)``: a constant vector maps to all zeros, and a near-constant
+one to values well below 1 (the 1e-8 is absolute).
+"""
+
+from __future__ import annotations
+
+import torch
+
+MIN_MAX_EPSILON = 1e-8
+
+
+def min_max_normalize(x: torch.Tensor) -> torch.Tensor:
+    """Scale ``x`` into ``[0, 1)`` (see module doc); no host synchronisation."""
+    low = x.min()
+    return (x - low) / (x.max() - low + MIN_MAX_EPSILON)
