@@ -1,0 +1,433 @@
+"""FG-AdaHAT: rate, schedulers, aggregations, summing strategies, accumulation, buffers,
+validation and end-to-end training, against hand computations."""
+
+from __future__ import annotations
+
+import inspect
+import math
+import warnings
+
+import pytest
+import torch
+from avalanche.core import SupervisedPlugin
+from avalanche.evaluation.metrics import accuracy_metrics
+from avalanche.models.utils import avalanche_model_adaptation
+from avalanche.training.plugins import EvaluationPlugin
+
+from avalanche_fgadahat import FGAdaHAT, FGAdaHATPlugin
+from avalanche_fgadahat.data import split_digits
+from avalanche_fgadahat.importance import IMPORTANCE_TYPES, StepContext, min_max_normalize
+from avalanche_fgadahat.models import HATMLP
+
+IN_PASS = [
+    "input_weight_abs_sum",
+    "output_weight_abs_sum",
+    "input_weight_gradient_abs_sum",
+    "output_weight_gradient_abs_sum",
+    "activation_abs",
+    "input_weight_abs_sum_x_activation_abs",
+    "output_weight_abs_sum_x_activation_abs",
+    "input_weight_gradient_square_sum",
+    "output_weight_gradient_square_sum",
+    "input_weight_gradient_square_sum_x_activation_abs",
+    "output_weight_gradient_square_sum_x_activation_abs",
+    "cbp_adaptation",
+    "cbp_adaptive_contribution",
+]
+
+REFERENCE_ARGUMENTS = [
+    "adjustment_intensity",
+    "importance_type",
+    "importance_summing_strategy",
+    "importance_scheduler_type",
+    "neuron_to_weight_importance_aggregation_mode",
+    "s_max",
+    "clamp_threshold",
+    "mask_sparsity_reg_factor",
+    "mask_sparsity_reg_mode",
+    "base_importance",
+    "base_mask_sparsity_reg",
+    "base_linear",
+    "filter_by_cumulative_mask",
+    "filter_unmasked_importance",
+    "step_multiply_training_mask",
+    "task_embedding_init_mode",
+    "importance_summing_strategy_linear_step",
+    "importance_summing_strategy_exponential_rate",
+    "importance_summing_strategy_log_base",
+]
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return split_digits(5)
+
+
+def _commit(model, task, signs):
+    """Store a mask for ``task`` with the given per-unit signs (1 = unit used)."""
+    with torch.no_grad():
+        for key, values in signs.items():
+            model.task_embedding[key].copy_(torch.tensor(values, dtype=torch.float32) * 2 - 1)
+    model.commit_task(task)
+
+
+# ---------------------------------------------------------------- signature and defaults
+def test_constructor_names_and_head_config_defaults():
+    params = inspect.signature(FGAdaHAT.__init__).parameters
+    names = [n for n in params if n not in ("self", "model", "optimizer")]
+    assert names[: len(REFERENCE_ARGUMENTS)] == REFERENCE_ARGUMENTS
+    plugin_params = inspect.signature(FGAdaHATPlugin.__init__).parameters
+    assert list(plugin_params)[1 : len(REFERENCE_ARGUMENTS) + 1] == REFERENCE_ARGUMENTS
+    expected = dict(
+        adjustment_intensity=1.5e-7,
+        importance_type="input_weight_abs_sum_x_activation_abs",
+        importance_summing_strategy="add_all",
+        importance_scheduler_type="linear_sparsity_reg",
+        neuron_to_weight_importance_aggregation_mode="min",
+        s_max=400.0,
+        clamp_threshold=50.0,
+        mask_sparsity_reg_factor=0.1,
+        mask_sparsity_reg_mode="original",
+        base_importance=1e-8,
+        base_mask_sparsity_reg=0.1,
+        base_linear=5.0,
+        filter_by_cumulative_mask=False,
+        filter_unmasked_importance=False,
+        step_multiply_training_mask=True,
+        task_embedding_init_mode="N01",
+    )
+    for name, value in expected.items():
+        assert params[name].default == value, name
+        assert plugin_params[name].default == value, name
+    plugin = FGAdaHATPlugin()
+    assert plugin.adjustment_mode == "fgadahat" and plugin.epsilon == 0.1
+
+
+# ---------------------------------------------------------------- validation
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"importance_type": "icu"}, r"importance_type='icu'.*'input_weight_abs_sum'.*'cbp_adaptive_contribution'"),
+        ({"importance_summing_strategy": "add_some"}, r"importance_summing_strategy.*'add_latest'.*'factorial_decrease'"),
+        ({"importance_scheduler_type": "linear"}, r"importance_scheduler_type.*'linear_sparsity_reg'.*'summative_mask_sparsity_reg'"),
+        ({"neuron_to_weight_importance_aggregation_mode": "median"}, r"aggregation_mode.*'min'.*'max'.*'mean'"),
+        ({"adjustment_intensity": 0.0}, r"adjustment_intensity must be > 0"),
+        ({"base_importance": -1e-3}, r"base_importance must be >= 0"),
+        ({"base_mask_sparsity_reg": 0.0}, r"base_mask_sparsity_reg must be > 0"),
+        ({"base_linear": 0}, r"base_linear must be > 0"),
+        ({"filter_unmasked_importance": 1}, r"filter_unmasked_importance must be True or False"),
+        ({"step_multiply_training_mask": "yes"}, r"step_multiply_training_mask must be True or False"),
+        ({"filter_by_cumulative_mask": None}, r"filter_by_cumulative_mask must be True or False"),
+        ({"importance_summing_strategy": "linear_decrease"}, r"needs importance_summing_strategy_linear_step"),
+        ({"importance_summing_strategy": "exponential_decrease"}, r"needs importance_summing_strategy_exponential_rate"),
+        ({"importance_summing_strategy": "log_decrease"}, r"needs importance_summing_strategy_log_base"),
+        (
+            {"importance_summing_strategy": "linear_decrease", "importance_summing_strategy_linear_step": 0.0},
+            r"importance_summing_strategy_linear_step must be > 0",
+        ),
+        (
+            {"importance_summing_strategy": "exponential_decrease", "importance_summing_strategy_exponential_rate": 1.0},
+            r"importance_summing_strategy_exponential_rate must be > 1",
+        ),
+        (
+            {"importance_summing_strategy": "log_decrease", "importance_summing_strategy_log_base": 0.5},
+            r"importance_summing_strategy_log_base must be > 1",
+        ),
+        ({"importance_summing_strategy_log_base": 2.0}, r"only used by importance_summing_strategy='log_decrease'"),
+        ({"mask_sparsity_reg_mode": "both"}, r"mask_sparsity_reg_mode"),
+        ({"task_embedding_init_mode": "zeros"}, r"task_embedding_init_mode"),
+        ({"s_max": -1.0}, r"s_max"),
+    ],
+)
+def test_bad_arguments_raise_value_error(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        FGAdaHATPlugin(**kwargs)
+    model = HATMLP(6, (4,))
+    with pytest.raises(ValueError, match=match):
+        FGAdaHAT(model=model, optimizer=torch.optim.Adam(model.parameters()), **kwargs)
+
+
+def test_unknown_importance_type_lists_every_registered_type():
+    with pytest.raises(ValueError) as info:
+        FGAdaHATPlugin(importance_type="nope")
+    for name in IMPORTANCE_TYPES:
+        assert repr(name) in str(info.value)
+
+
+# ---------------------------------------------------------------- min-max normalisation
+def test_min_max_normalize_hand_values():
+    x = torch.tensor([2.0, 4.0, 3.0, 6.0])
+    torch.testing.assert_close(min_max_normalize(x), torch.tensor([0.0, 2.0, 1.0, 4.0]) / (4.0 + 1e-8))
+    assert torch.equal(min_max_normalize(torch.full((5,), 3.7)), torch.zeros(5))
+
+
+# ---------------------------------------------------------------- rate, schedulers, aggregations
+AGG = {"min": min, "max": max, "mean": lambda a, b: (a + b) / 2}
+
+
+@pytest.mark.parametrize("scheduler", ["linear_sparsity_reg", "sparsity_reg", "summative_mask_sparsity_reg"])
+@pytest.mark.parametrize("aggregation", ["min", "max", "mean"])
+@pytest.mark.parametrize("filter_by_cumulative_mask", [False, True])
+def test_rates_against_hand_formula_at_third_task(scheduler, aggregation, filter_by_cumulative_mask):
+    torch.manual_seed(0)
+    model = HATMLP(6, (5, 4))
+    masks_a = {"fc0": [1, 0, 1, 0, 0], "fc1": [1, 1, 0, 0]}
+    masks_b = {"fc0": [1, 1, 0, 0, 0], "fc1": [0, 1, 0, 0]}
+    _commit(model, 3, masks_a)
+    _commit(model, 1, masks_b)
+    importance = {"fc0": torch.rand(5) * 2, "fc1": torch.rand(4) * 2}
+    for key, state in model.unit_state.items():
+        state.summed_importance.copy_(importance[key])
+    alpha, b_r, b_l = 0.3, 0.1, 5.0
+    plugin = FGAdaHATPlugin(
+        adjustment_intensity=alpha,
+        importance_scheduler_type=scheduler,
+        neuron_to_weight_importance_aggregation_mode=aggregation,
+        filter_by_cumulative_mask=filter_by_cumulative_mask,
+        base_mask_sparsity_reg=b_r,
+        base_linear=b_l,
+    )
+    plugin._prepare_rates(model)
+    assert plugin.task_position == 3
+    sparsity = {"fc0": 0.2, "fc1": 0.05}
+    plugin.layer_sparsity = {k: torch.tensor(v) for k, v in sparsity.items()}
+    for p in model.fc.parameters():
+        p.grad = torch.ones_like(p)
+    plugin.adjust_gradients_()
+
+    summ = {k: [a + b for a, b in zip(masks_a[k], masks_b[k])] for k in masks_a}
+    cum = {k: [max(a, b) for a, b in zip(masks_a[k], masks_b[k])] for k in masks_a}
+    imp = {k: v.tolist() for k, v in importance.items()}
+
+    def linear(out_s, in_s):
+        if scheduler == "linear_sparsity_reg":
+            return 3 + b_l
+        if scheduler == "sparsity_reg":
+            return 1.0
+        return (out_s if in_s is None else min(out_s, in_s)) + b_l
+
+    def rate(key, i, prev, j):
+        p = imp[key][i] if prev is None else AGG[aggregation](imp[key][i], imp[prev][j])
+        l_term = linear(summ[key][i], None if prev is None else summ[prev][j])
+        f = 1.0
+        if filter_by_cumulative_mask:
+            f = cum[key][i] if prev is None else min(cum[key][i], cum[prev][j])
+        return alpha / ((sparsity[key] + b_r) * l_term * p * f + alpha)
+
+    all_rates = []
+    for index, (key, prev) in enumerate((("fc0", None), ("fc1", "fc0"))):
+        layer = model.fc[index]
+        want_w = [
+            [rate(key, i, prev, j) for j in range(layer.in_features)] for i in range(layer.out_features)
+        ]
+        want_b = [rate(key, i, None, None) for i in range(layer.out_features)]
+        torch.testing.assert_close(layer.weight.grad, torch.tensor(want_w), rtol=1e-5, atol=1e-7)
+        torch.testing.assert_close(layer.bias.grad, torch.tensor(want_b), rtol=1e-5, atol=1e-7)
+        all_rates += sum(want_w, []) + want_b
+    assert plugin.network_capacity() == pytest.approx(sum(all_rates) / len(all_rates), rel=1e-5)
+    assert min(all_rates) < 0.9  # the hand rates are not trivially 1
+
+
+def test_no_importance_means_no_adjustment():
+    model = HATMLP(6, (5, 4))
+    plugin = FGAdaHATPlugin(adjustment_intensity=1e-7)
+    plugin._prepare_rates(model)
+    plugin.layer_sparsity = {"fc0": torch.tensor(0.5), "fc1": torch.tensor(0.5)}
+    for p in model.fc.parameters():
+        p.grad = torch.full_like(p, 2.0)
+    plugin.adjust_gradients_()
+    assert all(torch.equal(p.grad, torch.full_like(p, 2.0)) for p in model.fc.parameters())
+
+
+# ---------------------------------------------------------------- summing strategies
+LOG2_3 = math.log(3, 2)
+SUMMING = [
+    ("add_latest", {}, [[1], [1, 1], [1, 1, 1]]),
+    ("add_all", {}, [[1], [2, 1], [3, 2, 1]]),
+    ("add_average", {}, [[1], [1.5, 0.5], [1.5 + 1 / 3, 0.5 + 1 / 3, 1 / 3]]),
+    ("linear_decrease", {"importance_summing_strategy_linear_step": 0.5}, [[1], [1.5, 1], [2, 1.5, 1]]),
+    ("quadratic_decrease", {}, [[1], [4, 1], [9, 4, 1]]),
+    ("cubic_decrease", {}, [[1], [8, 1], [27, 8, 1]]),
+    ("exponential_decrease", {"importance_summing_strategy_exponential_rate": 2.0}, [[2], [4, 2], [8, 4, 2]]),
+    ("log_decrease", {"importance_summing_strategy_log_base": 2.0}, [[1], [2, 1], [LOG2_3 + 1, 2, 1]]),
+    ("factorial_decrease", {}, [[1], [2, 1], [6, 2, 1]]),
+]
+
+
+@pytest.mark.parametrize("name, kwargs, coefficients", SUMMING, ids=[s[0] for s in SUMMING])
+def test_summing_strategy_over_three_tasks_in_training_order(name, kwargs, coefficients):
+    """Tasks trained in the order 2, 0, 1: weights follow the training order, not labels."""
+    torch.manual_seed(0)
+    model = HATMLP(6, (5, 4))
+    plugin = FGAdaHATPlugin(importance_summing_strategy=name, base_importance=0.25, **kwargs)
+    history = []
+    for n, task in enumerate([2, 0, 1], start=1):
+        steps = n + 2
+        sums = {k: torch.rand(s.num_units) * steps for k, s in model.unit_state.items()}
+        for key, state in model.unit_state.items():
+            state.importance_step_sum.copy_(sums[key])
+        model.importance_steps.fill_(steps)
+        history.append({k: v / steps + 0.25 for k, v in sums.items()})
+        _commit(model, task, {"fc0": [1, 1, 0, 0, 1], "fc1": [0, 1, 1, 0]})
+        plugin.finalize_importance_(model, task)
+        for key, state in model.unit_state.items():
+            want = sum(c * h[key] for c, h in zip(coefficients[n - 1], history))
+            torch.testing.assert_close(state.summed_importance, want, rtol=1e-5, atol=1e-6)
+            torch.testing.assert_close(state.task_importances[task], history[-1][key])
+            assert torch.equal(state.importance_step_sum, torch.zeros(state.num_units))
+        assert int(model.importance_steps) == 0
+
+
+def test_filter_unmasked_importance_multiplies_by_stored_mask():
+    model = HATMLP(6, (5, 4))
+    plugin = FGAdaHATPlugin(filter_unmasked_importance=True, base_importance=0.5, importance_summing_strategy="add_latest")
+    for state in model.unit_state.values():
+        state.importance_step_sum.fill_(3.0)
+    model.importance_steps.fill_(2)
+    _commit(model, 0, {"fc0": [1, 0, 1, 0, 1], "fc1": [0, 0, 1, 1]})
+    plugin.finalize_importance_(model, 0)
+    torch.testing.assert_close(model.unit_state["fc0"].summed_importance, torch.tensor([2.0, 0, 2.0, 0, 2.0]))
+    torch.testing.assert_close(model.unit_state["fc1"].task_importances[0], torch.tensor([0, 0, 2.0, 2.0]))
+
+
+# ---------------------------------------------------------------- accumulation and buffers
+def _context(model, task=0, scale=2.0):
+    torch.manual_seed(3)
+    model.train()
+    model.current_train_task, model.gate_scale, model.record_activations = task, scale, True
+    x, y = torch.rand(7, 6), torch.randint(0, 2, (7,))
+    torch.nn.functional.cross_entropy(model(x, task), y).backward()
+    return StepContext(
+        model, task, x, y,
+        {k: m for k, m in model.last_masks.items()},  # not detached: the plugin must detach
+        {k: a for k, a in model.last_activations.items()},
+        scale,
+    )
+
+
+@pytest.mark.parametrize("multiply", [True, False])
+def test_accumulation_hand_computation_and_no_graph(multiply):
+    model = HATMLP(6, (5, 4))
+    plugin = FGAdaHATPlugin(importance_type="activation_abs", step_multiply_training_mask=multiply)
+    ctx = _context(model)
+    assert ctx.masks["fc0"].requires_grad
+    for _ in range(3):
+        plugin.accumulate_importance_(model, ctx)
+    assert int(model.importance_steps) == 3
+    for key, state in model.unit_state.items():
+        u = [float(v) for v in ctx.activations[key].detach().abs().mean(0)]
+        low, high = min(u), max(u)
+        step = [(v - low) / (high - low + 1e-8) for v in u]
+        if multiply:
+            step = [s * float(m) for s, m in zip(step, ctx.masks[key].detach())]
+        torch.testing.assert_close(state.importance_step_sum, 3 * torch.tensor(step), rtol=1e-5, atol=1e-7)
+        assert state.importance_step_sum.grad_fn is None and not state.importance_step_sum.requires_grad
+
+
+class _Spy(SupervisedPlugin):
+    """Runs after FGAdaHAT's plugin: checks buffers every step."""
+
+    def __init__(self):
+        super().__init__()
+        self.iterations = 0
+        self.records = []
+        self.shapes = None
+        self.steps_at_epoch_end = []
+
+    def before_training_exp(self, strategy, **kwargs):
+        self.iterations = 0
+
+    def after_update(self, strategy, **kwargs):
+        model = strategy.model
+        self.iterations += 1
+        shapes = {k: (s.importance_step_sum.shape, s.summed_importance.shape, s.task_importances.shape) for k, s in model.unit_state.items()}
+        assert self.shapes in (None, shapes) or self.iterations == 1
+        self.shapes = shapes
+        for state in model.unit_state.values():
+            assert state.importance_step_sum.grad_fn is None and not state.importance_step_sum.requires_grad
+        assert int(model.importance_steps) == self.iterations
+        self.records.append((model.record_activations, bool(model.last_activations)))
+
+    def after_training_epoch(self, strategy, **kwargs):
+        self.steps_at_epoch_end.append(int(strategy.model.importance_steps))
+
+
+def _train(digits, importance_type, tasks=2, **kwargs):
+    torch.manual_seed(0)
+    model = HATMLP(64, (16, 8))
+    spy = _Spy()
+    strategy = FGAdaHAT(
+        model=model,
+        optimizer=torch.optim.Adam(model.parameters(), lr=1e-2),
+        importance_type=importance_type,
+        train_mb_size=64,
+        train_epochs=1,
+        eval_mb_size=256,
+        evaluator=EvaluationPlugin(accuracy_metrics(experience=True), loggers=[]),
+        plugins=[spy],
+        **kwargs,
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for exp in digits.train_stream[:tasks]:
+            strategy.train(exp)
+        results = strategy.eval(digits.test_stream[:tasks])
+    return model, strategy, spy, results
+
+
+@pytest.mark.parametrize("importance_type", IN_PASS)
+def test_end_to_end_two_tasks(digits, importance_type):
+    model, strategy, spy, results = _train(digits, importance_type)
+    needs = IMPORTANCE_TYPES[importance_type].needs_activations
+    assert spy.records and all(rec == (needs, needs) for rec in spy.records)
+    batches = [math.ceil(len(exp.dataset) / 64) for exp in digits.train_stream[:2]]
+    assert spy.steps_at_epoch_end == batches and min(batches) >= 2
+    assert model.record_activations is False and int(model.importance_steps) == 0
+    assert model.trained_tasks() == [0, 1]
+    for state in model.unit_state.values():
+        i0, i1 = state.task_importances[0], state.task_importances[1]
+        for row in (i0, i1):
+            assert torch.isfinite(row).all() and (row >= 1e-8 * 0.999).all() and (row <= 1 + 1e-8).all()
+            assert float(row.max()) > 1e-3
+        # add_all after two tasks: 2·I^0 + I^1
+        torch.testing.assert_close(state.summed_importance, 2 * i0 + i1)
+        assert state.importance_step_sum.abs().sum() == 0
+    accuracies = [v for k, v in results.items() if k.startswith("Top1_Acc_Exp")]
+    assert len(accuracies) == 2 and all(0.0 <= a <= 1.0 for a in accuracies)
+
+
+def test_training_adjusts_second_task_and_state_dict_roundtrip(digits):
+    model, strategy, spy, results = _train(digits, "input_weight_abs_sum_x_activation_abs")
+    assert 0.0 < strategy.hat_plugin.network_capacity() < 1.0
+    assert max(v for k, v in results.items() if k.startswith("Top1_Acc_Exp")) > 0.6
+    state = model.state_dict()
+    for key in ("importance_step_sum", "summed_importance", "task_importances"):
+        assert f"unit_state.fc0.{key}" in state
+    assert "importance_steps" in state
+    fresh = HATMLP(64, (16, 8))
+    for exp in digits.train_stream[:2]:
+        avalanche_model_adaptation(fresh, exp)
+    fresh.load_state_dict(state)
+    for key, s in model.unit_state.items():
+        assert torch.equal(fresh.unit_state[key].summed_importance, s.summed_importance)
+        assert torch.equal(fresh.unit_state[key].task_importances, s.task_importances)
+    assert fresh.trained_tasks() == [0, 1]
+
+
+def test_summative_mask_scheduler_trains(digits):
+    """The reference's summative_mask_sparsity_reg crashes; here it trains three tasks."""
+    model, strategy, spy, _ = _train(
+        digits,
+        "input_weight_gradient_abs_sum",
+        tasks=3,
+        importance_scheduler_type="summative_mask_sparsity_reg",
+        importance_summing_strategy="log_decrease",
+        importance_summing_strategy_log_base=2.0,
+        neuron_to_weight_importance_aggregation_mode="mean",
+        filter_unmasked_importance=True,
+    )
+    for state in model.unit_state.values():
+        rows = [state.task_importances[k] for k in (0, 1, 2)]
+        want = (LOG2_3 + 1) * rows[0] + 2 * rows[1] + rows[2]
+        torch.testing.assert_close(state.summed_importance, want)
+        assert torch.equal(rows[2] == 0, state.task_masks[2] == 0)
