@@ -3,11 +3,12 @@
 from .broadcast import AGGREGATIONS, broadcast, broadcast_to_bias, broadcast_to_weight
 from .gate import annealed_scale, binary_mask, compensate_embedding_gradient_, soft_mask
 from .layout import ParamLayout
-from .regularizer import MASK_SPARSITY_REG_MODES, mask_sparsity_regularizer
+from .regularizer import MASK_SPARSITY_REG_MODES, MaskSparsityRegularizer, mask_sparsity_regularizer
 
 __all__ = [
     "AGGREGATIONS",
     "MASK_SPARSITY_REG_MODES",
+    "MaskSparsityRegularizer",
     "ParamLayout",
     "annealed_scale",
     "binary_mask",

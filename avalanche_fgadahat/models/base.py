@@ -2,7 +2,9 @@
 
 A :class:`HATBackbone` is an Avalanche ``MultiTaskModule``. It owns
 
-* one task embedding per unit group (``task_embedding``; one set, re-initialised for
+* one task embedding per unit group (``task_embedding[key]``, views of the single flat
+  parameter ``task_embeddings``, so the gate, its compensation and the regulariser run as
+  a few vectorised ops over all layers at once; one set, re-initialised for
   every new task and thrown away once its binary mask is stored — HAT Sec. 2.1);
 * the HAT-family buffers of each unit group (:class:`~.state.UnitGroupState`);
 * ``importance_steps``: FG-AdaHAT's count of the steps summed into each group's
@@ -70,6 +72,7 @@ class HATBackbone(MultiTaskModule):
         self.current_train_task: int | None = None
         self.record_activations = False
         self.last_masks: dict[str, torch.Tensor] = {}
+        self.last_mask_flat: torch.Tensor | None = None
         self.last_activations: dict[str, torch.Tensor] = {}
         self._warned_untrained: set[int] = set()
 
@@ -81,9 +84,8 @@ class HATBackbone(MultiTaskModule):
         self.unit_sizes = dict(unit_sizes)
         self.param_layouts = list(layouts)
         self.feature_size = feature_size
-        self.task_embedding = nn.ParameterDict(
-            {key: nn.Parameter(torch.randn(n)) for key, n in self.unit_sizes.items()}
-        )
+        self.unit_keys = list(self.unit_sizes)
+        self.task_embeddings = nn.Parameter(torch.randn(sum(self.unit_sizes.values())))
         self.unit_state = nn.ModuleDict({k: UnitGroupState(n) for k, n in self.unit_sizes.items()})
         self.register_buffer("task_positions", torch.zeros(0, dtype=torch.long))
         # FG-AdaHAT: optimizer steps accumulated into ``importance_step_sum`` this task.
@@ -105,7 +107,7 @@ class HATBackbone(MultiTaskModule):
         for name, module in self.named_modules():
             if name.startswith(("classifier", "task_embedding", "unit_state")):
                 continue
-            own_params = list(module.parameters(recurse=False))
+            own_params = [p for p in module.parameters(recurse=False) if p is not self.task_embeddings]
             if not own_params or id(module) in covered:
                 continue
             if isinstance(module, allowed_other) and getattr(module, "_hat_per_task", False):
@@ -127,14 +129,22 @@ class HATBackbone(MultiTaskModule):
         positions = self.task_positions
         return 0 <= task < positions.shape[0] and bool(positions[task] > 0)
 
+    @property
+    def task_embedding(self) -> dict[str, torch.Tensor]:
+        """``{unit group: e_l}``: views of the flat ``task_embeddings`` parameter."""
+        return self.split_units(self.task_embeddings)
+
+    def split_units(self, flat: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Split a flat per-unit vector (all unit groups, in order) into ``{key: view}``."""
+        return dict(zip(self.unit_keys, flat.split(list(self.unit_sizes.values()))))
+
     def initialize_task_embeddings(self, mode: str = "N01") -> None:
         """Re-initialise the embeddings for a new task (CLArena's ``task_embedding_init_mode``)."""
         init = TASK_EMBEDDING_INITIALIZERS[
             check_choice("task_embedding_init_mode", mode, TASK_EMBEDDING_INITIALIZERS)
         ]
         with torch.no_grad():
-            for embedding in self.task_embedding.values():
-                init(embedding)
+            init(self.task_embeddings)
 
     def cumulative_masks(self) -> dict[str, torch.Tensor]:
         """``M^{<t}``: the union of the stored masks, per unit group."""
@@ -160,8 +170,9 @@ class HATBackbone(MultiTaskModule):
             self.task_positions = positions
         position = int((self.task_positions > 0).sum()) + 1
         masks = {}
+        current = self.split_units(binary_mask(self.task_embeddings))
         for key, state in self.unit_state.items():
-            mask = binary_mask(self.task_embedding[key])
+            mask = current[key]
             state.grow_(task + 1)
             state.task_masks[task] = mask
             torch.maximum(state.cumulative, mask, out=state.cumulative)
@@ -181,8 +192,10 @@ class HATBackbone(MultiTaskModule):
         """The per-unit-group masks a forward pass of ``task`` uses (see module doc)."""
         if task == self.current_train_task:
             if self.training and self.gate_scale is not None:
-                return {k: soft_mask(e, self.gate_scale) for k, e in self.task_embedding.items()}
-            return {k: binary_mask(e) for k, e in self.task_embedding.items()}
+                flat = soft_mask(self.task_embeddings, self.gate_scale)
+                self.last_mask_flat = flat
+                return self.split_units(flat)
+            return self.split_units(binary_mask(self.task_embeddings))
         if self.is_trained(task):
             return self.stored_masks(task)
         if task not in self._warned_untrained:

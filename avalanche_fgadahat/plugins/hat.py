@@ -30,7 +30,7 @@ from avalanche.core import SupervisedPlugin
 from .._validation import check_choice, check_number
 from ..masking.broadcast import AGGREGATIONS, broadcast
 from ..masking.gate import annealed_scale, compensate_embedding_gradient_
-from ..masking.regularizer import MASK_SPARSITY_REG_MODES, mask_sparsity_regularizer
+from ..masking.regularizer import MASK_SPARSITY_REG_MODES, MaskSparsityRegularizer
 from ..models.base import TASK_EMBEDDING_INITIALIZERS, HATBackbone
 from .rules import RateRule
 
@@ -203,6 +203,9 @@ class HATPlugin(SupervisedPlugin):
         model.initialize_task_embeddings(self.task_embedding_init_mode)
         model.current_train_task = task
         self.task = task
+        self._regularizer = MaskSparsityRegularizer(
+            model.cumulative_masks(), self.mask_sparsity_reg_factor, self.mask_sparsity_reg_mode
+        )
         self._prepare_rates(model)
 
     def _prepare_rates(self, model: HATBackbone) -> None:
@@ -241,6 +244,7 @@ class HATPlugin(SupervisedPlugin):
         model.current_train_task = None
         model.gate_scale = None
         model.last_masks = {}
+        model.last_mask_flat = None
         model.last_activations = {}
 
     def _finish_experience(self, strategy, model: HATBackbone) -> None:
@@ -264,20 +268,15 @@ class HATPlugin(SupervisedPlugin):
                 f"{strategy.clock.train_epoch_iterations} of task {self.task}; the step was "
                 "skipped and no weight changed. Lower the learning rate or check the inputs"
             )
-        reg, self.layer_sparsity = mask_sparsity_regularizer(
-            model.last_masks,
-            model.cumulative_masks(),
-            self.mask_sparsity_reg_factor,
-            self.mask_sparsity_reg_mode,
-        )
+        reg, sparsity = self._regularizer(model.last_mask_flat)
+        self.layer_sparsity = self._regularizer.per_layer(sparsity)
         self._step_capacity = None
         strategy.loss = strategy.loss + reg
 
     def after_backward(self, strategy, **kwargs) -> None:
         model = unwrap_hat_model(strategy.model)
         self.adjust_gradients_()
-        for embedding in model.task_embedding.values():
-            compensate_embedding_gradient_(embedding, self.gate_scale, self.s_max, self.clamp_threshold)
+        compensate_embedding_gradient_(model.task_embeddings, self.gate_scale, self.s_max, self.clamp_threshold)
 
     def adjust_gradients_(self) -> None:
         """Multiply every masked-layer gradient by its adjustment rate, in place."""
@@ -299,8 +298,7 @@ class HATPlugin(SupervisedPlugin):
         if self.embedding_clamp is not None:
             model = unwrap_hat_model(strategy.model)
             with torch.no_grad():
-                for embedding in model.task_embedding.values():
-                    embedding.clamp_(-self.embedding_clamp, self.embedding_clamp)
+                model.task_embeddings.clamp_(-self.embedding_clamp, self.embedding_clamp)
 
     # ------------------------------------------------------------------ metrics
     def network_capacity(self) -> float:

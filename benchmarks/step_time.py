@@ -1,0 +1,254 @@
+"""Time per training iteration of the HAT family against Avalanche's ``Naive``.
+
+Interleaved in one process: each round trains one fresh experience (a new task) with every
+method in turn, so drift of the machine hits all methods alike. Mini-batches are prepared once
+on the device and fed through a trivial loader, so data loading does not hide the difference.
+Reports the median time per iteration over the timed rounds, the ratio to ``Naive``, and (on
+CUDA) the peak memory allocated during a method's experience. Writes a Markdown table.
+
+    python benchmarks/step_time.py --device cpu  --setting mlp  --out docs/benchmark_cpu_mlp.md
+    python benchmarks/step_time.py --device cuda --setting all  --out docs/benchmark_cuda.md
+
+``Naive`` trains a plain (unmasked) multi-head network of the same shape: the HAT family's
+overhead is measured against what a user would otherwise run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import sys
+import time
+import warnings
+from collections.abc import Callable
+
+import torch
+from avalanche.benchmarks import tensors_benchmark
+from avalanche.core import SupervisedPlugin
+from avalanche.models import MultiHeadClassifier, MultiTaskModule
+from avalanche.training import Naive
+from avalanche.training.plugins import EvaluationPlugin
+from torch import nn
+
+from avalanche_fgadahat import AdaHAT, HAT
+from avalanche_fgadahat.models import HATAlexNet, HATMLP
+
+warnings.filterwarnings("ignore")
+
+
+class PlainMLP(MultiTaskModule):
+    """The unmasked twin of ``HATMLP``: Linear → ReLU layers and a ``MultiHeadClassifier``."""
+
+    def __init__(self, input_size: int, hidden_sizes: tuple[int, ...]) -> None:
+        super().__init__()
+        layers, fan_in = [], input_size
+        for width in hidden_sizes:
+            layers += [nn.Linear(fan_in, width), nn.ReLU()]
+            fan_in = width
+        self.body = nn.Sequential(nn.Flatten(), *layers)
+        self.classifier = MultiHeadClassifier(fan_in)
+
+    def forward_single_task(self, x, task_label):
+        return self.classifier(self.body(x), task_label)
+
+
+class PlainAlexNet(MultiTaskModule):
+    """The unmasked twin of ``HATAlexNet`` (same convs, pools, dropout and widths)."""
+
+    def __init__(self, input_shape: tuple[int, int, int]) -> None:
+        super().__init__()
+        reference = HATAlexNet(input_shape)
+        self.convs = nn.ModuleList(nn.Conv2d(c.in_channels, c.out_channels, c.kernel_size) for c in reference.convs)
+        self.fcs = nn.ModuleList(nn.Linear(f.in_features, f.out_features) for f in reference.fcs)
+        self.pool, self.drop_conv, self.drop_fc = nn.MaxPool2d(2), nn.Dropout(0.2), nn.Dropout(0.5)
+        self.classifier = MultiHeadClassifier(reference.feature_size)
+
+    def forward_single_task(self, x, task_label):
+        for index, conv in enumerate(self.convs):
+            x = self.pool(torch.relu(conv(x)))
+            x = (self.drop_conv if index < 2 else self.drop_fc)(x)
+        x = x.flatten(1)
+        for fc in self.fcs:
+            x = self.drop_fc(torch.relu(fc(x)))
+        return self.classifier(x, task_label)
+
+
+class PreBatchedLoader:
+    """Batches already on the device; ``len`` and iteration as Avalanche's loaders."""
+
+    def __init__(self, batches: list[tuple[torch.Tensor, ...]]) -> None:
+        self.batches = batches
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __iter__(self):
+        return iter(self.batches)
+
+
+class InMemoryData(SupervisedPlugin):
+    """Replaces the experience's dataloader by pre-built device batches of its task."""
+
+    def __init__(self, batches_per_task: dict[int, list]) -> None:
+        super().__init__()
+        self.batches_per_task = batches_per_task
+
+    def before_training_exp(self, strategy, **kwargs):
+        strategy.dataloader = PreBatchedLoader(self.batches_per_task[strategy.experience.task_label])
+
+
+class IterationTimer(SupervisedPlugin):
+    """Wall time of every training iteration (device-synchronised) and peak CUDA memory."""
+
+    def __init__(self, device: torch.device) -> None:
+        super().__init__()
+        self.device = device
+        self.times: list[float] = []
+        self.peaks: list[int] = []
+        self._start = 0.0
+
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def before_training_exp(self, strategy, **kwargs):
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+
+    def before_training_iteration(self, strategy, **kwargs):
+        self._sync()
+        self._start = time.perf_counter()
+
+    def after_training_iteration(self, strategy, **kwargs):
+        self._sync()
+        self.times.append(time.perf_counter() - self._start)
+
+    def after_training_exp(self, strategy, **kwargs):
+        if self.device.type == "cuda":
+            self.peaks.append(torch.cuda.max_memory_allocated(self.device))
+
+
+SETTINGS = {
+    # name: (input shape, batch size, HAT model factory, plain model factory)
+    "mlp": ((1, 28, 28), 128, lambda: HATMLP(28 * 28, (256, 100, 64)), lambda: PlainMLP(28 * 28, (256, 100, 64))),
+    "alexnet": ((3, 32, 32), 64, lambda: HATAlexNet((3, 32, 32)), lambda: PlainAlexNet((3, 32, 32))),
+}
+
+
+def method_factories(importance_types: list[str]) -> dict[str, tuple[bool, Callable]]:
+    """name → (uses the HAT model, strategy factory(model, optimizer, plugins))."""
+
+    def template(cls, **extra):
+        return lambda model, opt, plugins: cls(model=model, optimizer=opt, plugins=plugins, train_mb_size=1,
+                                               evaluator=EvaluationPlugin(loggers=[]), **extra)
+
+    methods = {
+        "Naive": (False, template(Naive)),
+        "HAT": (True, template(HAT)),
+        "AdaHAT": (True, template(AdaHAT)),
+    }
+    if importance_types:
+        from avalanche_fgadahat import FGAdaHAT
+
+        for name in importance_types:
+            methods[f"FG-AdaHAT {name}"] = (True, template(FGAdaHAT, importance_type=name))
+    return methods
+
+
+def run_setting(setting: str, device: torch.device, rounds: int, iterations: int, importance_types: list[str],
+                slow_iterations: int) -> list[dict]:
+    shape, batch_size, hat_model, plain_model = SETTINGS[setting]
+    torch.manual_seed(0)
+    n_tasks = rounds + 1
+    batches = {
+        t: [(torch.randn(batch_size, *shape, device=device), torch.randint(0, 10, (batch_size,), device=device),
+             torch.full((batch_size,), t, device=device, dtype=torch.long)) for _ in range(iterations)]
+        for t in range(n_tasks)
+    }
+    tiny = [(torch.zeros(10, *shape), torch.arange(10)) for _ in range(n_tasks)]
+    stream = tensors_benchmark(train_tensors=tiny, test_tensors=tiny, task_labels=list(range(n_tasks))).train_stream
+    from avalanche_fgadahat.importance import IMPORTANCE_TYPES
+
+    methods = method_factories(importance_types)
+    state = {}
+    for name, (uses_hat, factory) in methods.items():
+        model = (hat_model if uses_hat else plain_model)()
+        timer = IterationTimer(device)
+        strategy = factory(model, torch.optim.Adam(model.parameters(), lr=1e-3), [InMemoryData(batches), timer])
+        strategy.device = device
+        extra = name.startswith("FG-AdaHAT") and IMPORTANCE_TYPES[name.split(" ", 1)[1]].extra_passes != "none"
+        state[name] = (strategy, timer, extra)
+    for round_index, experience in enumerate(stream):
+        for name, (strategy, timer, extra) in state.items():
+            if extra:  # attribution measures: time fewer iterations
+                plugin = strategy.plugins[1]
+                plugin.batches_per_task = {t: b[:slow_iterations] for t, b in batches.items()}
+            strategy.train(experience)
+            if round_index == 0:  # warm-up round is not timed
+                timer.times.clear()
+                timer.peaks.clear()
+        print(f"round {round_index + 1}/{len(stream)} done", file=sys.stderr, flush=True)
+    naive = statistics.median(state["Naive"][1].times)
+    rows = []
+    for name, (strategy, timer, _) in state.items():
+        median = statistics.median(timer.times)
+        rows.append({
+            "setting": setting, "method": name, "median_ms": 1e3 * median, "ratio": median / naive,
+            "iterations": len(timer.times),
+            "peak_mib": (max(timer.peaks) / 2**20) if timer.peaks else None,
+        })
+    naive_peak = rows[0]["peak_mib"]
+    for row in rows:
+        row["peak_ratio"] = row["peak_mib"] / naive_peak if naive_peak else None
+    return rows
+
+
+def to_markdown(rows: list[dict], device: torch.device, command: str) -> str:
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
+    lines = [
+        f"Device: {device.type} ({name}), torch {torch.__version__}, {torch.get_num_threads()} threads.",
+        f"Command: `{command}`", "",
+        "| setting | method | median ms / iteration | × Naive | iterations timed | peak MiB | peak × Naive |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        peak = f"{r['peak_mib']:.1f}" if r["peak_mib"] is not None else "n/a (CPU)"
+        peak_ratio = f"{r['peak_ratio']:.2f}" if r["peak_ratio"] is not None else "n/a"
+        lines.append(f"| {r['setting']} | {r['method']} | {r['median_ms']:.3f} | {r['ratio']:.2f} | "
+                     f"{r['iterations']} | {peak} | {peak_ratio} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--setting", choices=[*SETTINGS, "all"], default="mlp")
+    parser.add_argument("--rounds", type=int, default=4, help="timed rounds (one experience each)")
+    parser.add_argument("--iterations", type=int, default=50, help="iterations per experience")
+    parser.add_argument("--slow-iterations", type=int, default=5, help="iterations for measures with extra passes")
+    parser.add_argument("--importance", default="all", help="'all', 'none' or comma-separated importance types")
+    parser.add_argument("--out", default=None, help="write the Markdown table here")
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    from avalanche_fgadahat.importance import IMPORTANCE_TYPES
+
+    if args.importance == "all":
+        types = list(IMPORTANCE_TYPES)
+    elif args.importance == "none":
+        types = []
+    else:
+        types = args.importance.split(",")
+    settings = list(SETTINGS) if args.setting == "all" else [args.setting]
+    rows = []
+    for setting in settings:
+        rows += run_setting(setting, device, args.rounds, args.iterations, types, args.slow_iterations)
+    table = to_markdown(rows, device, "python " + " ".join(sys.argv))
+    print(table)
+    if args.out:
+        with open(args.out, "w") as handle:
+            handle.write(table)
+
+
+if __name__ == "__main__":
+    main()
