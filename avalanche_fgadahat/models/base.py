@@ -42,6 +42,7 @@ from torch import nn
 from .._validation import check_choice
 from ..masking.gate import binary_mask, soft_mask
 from ..masking.layout import ParamLayout
+from .heads import check_state_dict_fits, restore_heads_
 from .state import UnitGroupState
 
 
@@ -181,10 +182,19 @@ class HATBackbone(MultiTaskModule):
         self.task_positions[task] = position
         return masks
 
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        """PyTorch's ``load_state_dict`` after a shape check that changes nothing on failure.
+
+        Works on a freshly built model: the saved heads are re-created (``models/heads.py``).
+        """
+        check_state_dict_fits(self, state_dict)
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)
+
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         saved = state_dict.get(prefix + "task_positions")
         if saved is not None:
             self.task_positions = torch.zeros_like(saved)
+        restore_heads_(self, state_dict, prefix)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     # ------------------------------------------------------------------ forward
