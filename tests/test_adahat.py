@@ -1,0 +1,202 @@
+"""AdaHAT's adjustment rates against hand computations, and their limits.
+
+AdaHAT (Wang et al. 2024, Eq. 7–8), with ``S`` the summative mask and ``R_l`` the layer's
+mask sparsity on the current batch:
+
+* ``adahat``:        ``r_l = α/(ε + R_l)``, weight ``W_l[i, j]``: ``r_l / (min(S_l[i], S_{l−1}[j]) + r_l)``
+  (first layer: ``S_l[i]``), bias ``b_l[i]``: ``r_l / (S_l[i] + r_l)``;
+* ``adahat_no_sum``: ``r_l / (t + r_l)`` for every parameter, t the task's 1-based position;
+* ``adahat_no_reg``: as ``adahat`` with ``r = α/ε``.
+
+The expected rates are computed element by element with explicit index arithmetic (a
+conv→linear flatten maps input position p to channel ``p // in_repeat``), not with the
+broadcast the plugin uses.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+from avalanche.core import SupervisedPlugin
+from avalanche.training import Naive
+from avalanche.training.plugins import EvaluationPlugin
+from torch import nn
+
+from avalanche_fgadahat import AdaHATPlugin, HATPlugin
+from avalanche_fgadahat.data import split_digits
+from avalanche_fgadahat.masking import ParamLayout
+from avalanche_fgadahat.models import HATAlexNet, HATMLP
+from avalanche_fgadahat.models.base import HATBackbone
+
+pytestmark = pytest.mark.filterwarnings("ignore:No loggers specified")
+
+ALPHA, EPSILON = 0.3, 0.1
+
+
+class NoBiasNet(HATBackbone):
+    """Two masked Linear layers, the first without a bias."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.l0 = nn.Linear(3, 4, bias=False)
+        self.l1 = nn.Linear(4, 2)
+        self._finish_init(
+            [ParamLayout("l0", self.l0, "a", None), ParamLayout("l1", self.l1, "b", "a")], 2, {"a": 4, "b": 2}
+        )
+
+    def forward_features(self, x, masks, task):
+        h = torch.relu(self._gate("a", self.l0(x), masks))
+        return torch.relu(self._gate("b", self.l1(h), masks))
+
+
+def _mlp():
+    return HATMLP(3, (4, 3))
+
+
+def _alexnet():
+    # conv0 (first layer) 1→2 ch, conv1 2→3 ch, flatten 3 ch × 2×2 → fc0: in_repeat = 4
+    return HATAlexNet((1, 12, 12), conv_channels=(2, 3), kernel_sizes=(3, 2), fc_sizes=(4,),
+                      conv_dropout=0.0, fc_dropout=0.0)
+
+
+MODELS = {"mlp": _mlp, "alexnet": _alexnet, "no_bias": NoBiasNet}
+
+
+def _set_state(model: HATBackbone, trained: int) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """Commit ``trained`` tasks, then set S to fixed counts 0..3 and pick R_l per group."""
+    for task in range(trained):
+        model.initialize_task_embeddings()
+        model.commit_task(task)
+    summative, sparsity = {}, {}
+    with torch.no_grad():
+        for index, (key, n) in enumerate(model.unit_sizes.items()):
+            values = torch.tensor([(i * 7 + index) % 4 for i in range(n)], dtype=torch.float32)
+            model.unit_state[key].summative.copy_(values)
+            model.unit_state[key].cumulative.copy_((values > 0).float())
+            summative[key] = values
+            sparsity[key] = torch.tensor(0.1 + 0.2 * index)
+    return summative, sparsity
+
+
+def _applied_rates(plugin: HATPlugin, model: HATBackbone, sparsity=None) -> list[torch.Tensor]:
+    """Run the plugin's gradient adjustment on all-ones gradients; return the gradients."""
+    plugin._prepare_rates(model)
+    if sparsity is not None:
+        plugin.layer_sparsity = dict(sparsity)
+    params = [p for layout in model.param_layouts for p in (layout.weight, layout.bias) if p is not None]
+    for p in params:
+        p.grad = torch.ones_like(p)
+    plugin.adjust_gradients_()
+    return [p.grad.clone() for p in params]
+
+
+def _hand_rates(model, summative, rate_of) -> list[torch.Tensor]:
+    """``rate_of(measure, key)`` for every weight and existing bias, by explicit indices."""
+    rates = []
+    for layout in model.param_layouts:
+        weight = torch.empty_like(layout.weight)
+        out = summative[layout.out_key]
+        for index in itertools.product(*(range(d) for d in weight.shape)):
+            i, p = index[0], index[1]
+            if layout.in_key is None:
+                measure = float(out[i])
+            else:
+                measure = min(float(out[i]), float(summative[layout.in_key][p // layout.in_repeat]))
+            weight[index] = rate_of(measure, layout.out_key)
+        rates.append(weight)
+        if layout.bias is not None:
+            rates.append(torch.tensor([rate_of(float(s), layout.out_key) for s in out]))
+    return rates
+
+
+def _hand_rule(mode, sparsity, position):
+    def r_of(key):
+        return ALPHA / EPSILON if mode == "adahat_no_reg" else ALPHA / (EPSILON + float(sparsity[key]))
+
+    if mode == "adahat_no_sum":
+        return lambda measure, key: r_of(key) / (position + r_of(key))
+    return lambda measure, key: r_of(key) / (measure + r_of(key))
+
+
+@pytest.mark.parametrize("kind", sorted(MODELS))
+@pytest.mark.parametrize("mode", ["adahat", "adahat_no_sum", "adahat_no_reg"])
+def test_adahat_rates_against_hand_computation(kind, mode):
+    torch.manual_seed(0)
+    model = MODELS[kind]()
+    summative, sparsity = _set_state(model, trained=2)
+    plugin = AdaHATPlugin(adjustment_mode=mode, adjustment_intensity=ALPHA, epsilon=EPSILON)
+    applied = _applied_rates(plugin, model, sparsity)
+    assert plugin.task_position == 3
+    expected = _hand_rates(model, summative, _hand_rule(mode, sparsity, position=3))
+    assert len(applied) == len(expected)
+    for got, want in zip(applied, expected):
+        assert torch.allclose(got, want, rtol=1e-6, atol=0), (got, want)
+    # the network capacity is the mean of these rates over the parameters that exist
+    count = sum(r.numel() for r in expected)
+    assert plugin.network_capacity() == pytest.approx(float(sum(r.sum() for r in expected)) / count, rel=1e-6)
+    if kind == "no_bias":
+        assert count == 3 * 4 + 4 * 2 + 2
+
+
+def test_capacity_is_cached_per_step_and_refreshed_by_the_next_regulariser():
+    model = _mlp()
+    summative, sparsity = _set_state(model, trained=1)
+    plugin = AdaHATPlugin(adjustment_intensity=ALPHA, epsilon=EPSILON)
+    _applied_rates(plugin, model, sparsity)
+    first = plugin.network_capacity()
+    plugin.layer_sparsity = {k: v + 1.0 for k, v in sparsity.items()}
+    assert plugin.network_capacity() == first  # same step: the cached value
+    plugin._step_capacity = None  # what before_backward does after computing R_l
+    assert plugin.network_capacity() < first  # larger R_l → smaller r_l → smaller rates
+
+
+class _GradRecorder(SupervisedPlugin):
+    def __init__(self, model: HATBackbone) -> None:
+        super().__init__()
+        self.params = [p for l in model.param_layouts for p in (l.weight, l.bias) if p is not None]
+        self.grads: list[list[torch.Tensor]] = []
+
+    def after_backward(self, strategy, **kwargs):
+        self.grads.append([p.grad.clone() for p in self.params])
+
+
+def test_adahat_changes_no_gradient_at_the_first_task():
+    torch.manual_seed(0)
+    bench = split_digits(5)
+    model = HATMLP(64, (16, 16))
+    before, after = _GradRecorder(model), _GradRecorder(model)
+    strategy = Naive(model=model, optimizer=torch.optim.Adam(model.parameters(), lr=1e-2),
+                     plugins=[before, AdaHATPlugin(adjustment_intensity=1e-6), after],
+                     train_mb_size=100, train_epochs=1, evaluator=EvaluationPlugin(loggers=[]))
+    strategy.train(bench.train_stream[0])
+    assert len(before.grads) == len(after.grads) == 3
+    for raw, adjusted in zip(before.grads, after.grads):
+        assert all(torch.equal(a, b) for a, b in zip(raw, adjusted))
+    # control: at the second task the units task 0 uses are damped
+    steps = len(before.grads)
+    strategy.train(bench.train_stream[1])
+    changed = [not torch.equal(a, b) for a, b in zip(before.grads[steps], after.grads[steps])]
+    assert any(changed)
+
+
+@pytest.mark.parametrize("mode", ["adahat", "adahat_no_reg"])
+def test_adahat_limits_small_alpha_is_hat_large_alpha_is_finetuning(mode):
+    model = _alexnet()
+    summative, sparsity = _set_state(model, trained=2)
+    hat_rates = _applied_rates(HATPlugin(adjustment_mode="hat"), model)
+    used = [r == 0 for r in hat_rates]  # parameters HAT freezes: min-broadcast S ≥ 1
+    assert any(u.any() for u in used) and not all(u.all() for u in used)
+    previous = None
+    for alpha in (1e-9, 1e-6, 1e-3, 1.0, 1e3, 1e9):
+        rates = _applied_rates(AdaHATPlugin(adjustment_mode=mode, adjustment_intensity=alpha), model, sparsity)
+        for rate, frozen in zip(rates, used):
+            assert torch.all(rate[~frozen] == 1.0)  # S = 0: always free
+        if previous is not None:  # every rate grows with α
+            assert all(torch.all(r >= p) for r, p in zip(rates, previous))
+        previous = rates
+        if alpha == 1e-9:  # HAT-like: used parameters frozen
+            assert all(torch.allclose(r, h, atol=1e-7, rtol=0) for r, h in zip(rates, hat_rates))
+        if alpha == 1e9:  # fine-tuning-like: nothing frozen
+            assert all(torch.all(r > 1 - 1e-7) for r in rates)
