@@ -2,6 +2,8 @@
 
 from .plugins import AdaHATPlugin, FGAdaHATPlugin, HATPlugin
 from .strategies import HAT, AdaHAT, FGAdaHAT
+from .figures import plot_masks, save_mask_figure
+from .metrics import MetricsCSVLogger, hat_capacity_metrics, hat_mask_metrics
 
 __version__ = "0.1.0"
 
@@ -12,5 +14,10 @@ __all__ = [
     "FGAdaHATPlugin",
     "HAT",
     "HATPlugin",
+    "MetricsCSVLogger",
     "__version__",
+    "hat_capacity_metrics",
+    "hat_mask_metrics",
+    "plot_masks",
+    "save_mask_figure",
 ]
