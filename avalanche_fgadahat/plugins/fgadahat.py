@@ -57,11 +57,11 @@ def _check_flag(name: str, value: object) -> bool:
 
 def resolve_importance_type(name: object) -> ImportanceType:
     """The registered importance type ``name``; ``ValueError`` listing the accepted ones."""
-    if name in IMPORTANCE_TYPES:
+    if isinstance(name, str) and name in IMPORTANCE_TYPES:
         return IMPORTANCE_TYPES[name]
     accepted = [n for n in REFERENCE_IMPORTANCE_TYPES if n in IMPORTANCE_TYPES]
     accepted += [n for n in IMPORTANCE_TYPES if n not in REFERENCE_IMPORTANCE_TYPES]
-    if name in REFERENCE_IMPORTANCE_TYPES:
+    if isinstance(name, str) and name in REFERENCE_IMPORTANCE_TYPES:
         raise ValueError(
             f"importance_type={name!r} is one of the reference's 23 types but is not available in "
             "this installation (its module, importance/attribution.py, is missing); available: "
@@ -131,7 +131,7 @@ class FGAdaHATPlugin(AdaHATPlugin):
         embedding_clamp: float | None = None,
         check_finite_loss: bool = True,
     ) -> None:
-        self.importance = resolve_importance_type(importance_type)
+        resolve_importance_type(importance_type)
         self.importance_type = importance_type
         self.importance_summing_strategy = check_choice(
             "importance_summing_strategy", importance_summing_strategy, SUMMING_STRATEGIES
@@ -193,6 +193,11 @@ class FGAdaHATPlugin(AdaHATPlugin):
                 )
             check_number(name, value, minimum=strategy.parameter_lower_bound, strict_minimum=True)
         return None if strategy.parameter is None else float(given[strategy.parameter])
+
+    @property
+    def importance(self) -> ImportanceType:
+        """The registered importance type (looked up, so the plugin pickles by name)."""
+        return resolve_importance_type(self.importance_type)
 
     # ------------------------------------------------------------------ rate rule hooks
     @property
