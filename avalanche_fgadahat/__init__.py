@@ -2,6 +2,11 @@
 
 from .plugins import AdaHATPlugin, FGAdaHATPlugin, HATPlugin
 from .strategies import HAT, AdaHAT, FGAdaHAT
+
+# Importing checkpoint re-attaches torch.optim's submodules so that Avalanche's dill-based
+# save_checkpoint works on this torch (see avalanche_fgadahat/checkpoint.py).
+from . import checkpoint  # noqa: E402,F401
+from .determinism import set_seed  # noqa: E402
 from .figures import plot_masks, save_mask_figure
 from .metrics import MetricsCSVLogger, hat_capacity_metrics, hat_mask_metrics
 
@@ -14,6 +19,7 @@ __all__ = [
     "FGAdaHATPlugin",
     "HAT",
     "HATPlugin",
+    "set_seed",
     "MetricsCSVLogger",
     "__version__",
     "hat_capacity_metrics",

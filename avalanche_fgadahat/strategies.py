@@ -37,6 +37,18 @@ class _HATFamilyStrategy(SupervisedTemplate):
             self, model=model, optimizer=optimizer, plugins=[plugin, *(plugins or [])], **template_kwargs
         )
 
+    def _train_exp(self, experience, eval_streams=None, **kwargs):
+        """Avalanche's epoch loop; on any error, roll the experience back, then re-raise.
+
+        See :meth:`HATPlugin.rollback_experience`: after e.g. a NaN loss, a bad mini-batch
+        or an interrupt the model is as at the start of the experience, ready to retrain.
+        """
+        try:
+            return super()._train_exp(experience, eval_streams, **kwargs)
+        except BaseException:
+            self.hat_plugin.rollback_experience(self)
+            raise
+
     @property
     def hat_plugin(self) -> HATPlugin:
         """The algorithm's plugin (re-fetched, so it stays right after a checkpoint load)."""

@@ -3,12 +3,16 @@
 Serrà et al., "Overcoming catastrophic forgetting with hard attention to the task",
 ICML 2018. Callback → work:
 
-* ``before_training_exp``: check model, task label and optimizer; reset the optimizer
-  state (fresh Adam/momentum state cannot move frozen weights); re-initialise the task
-  embeddings; broadcast the per-unit measures to per-parameter tensors once.
+* ``before_train_dataset_adaptation``: check model, task label and optimizer before
+  Avalanche adapts the model or the optimizer (a refused experience changes nothing).
+* ``before_training_exp``: check that the optimizer holds every masked parameter; snapshot
+  the model (``rollback.py``); reset the optimizer state (fresh Adam/momentum state cannot
+  move frozen weights); re-initialise the task embeddings; broadcast the per-unit
+  measures to per-parameter tensors once.
 * ``before_forward``: set the annealed gate scale ``s`` (Eq. 3, 1-based batch index).
 * ``before_backward``: add the mask-sparsity regulariser (Eq. 5) to ``strategy.loss``;
-  refuse a non-finite loss before it can reach a frozen weight.
+  refuse a non-finite loss before it can reach a frozen weight, rolling the model back
+  to the start of the experience (:meth:`HATPlugin.rollback_experience`).
 * ``after_backward``: multiply masked-layer gradients by the adjustment rate (Eq. 2 for
   ``hat``: ``1 − min(M_l[i], M_{l−1}[j])``, biases ``1 − M_l[i]``); compensate the
   embedding gradients (Eq. 4).
@@ -32,6 +36,7 @@ from ..masking.broadcast import AGGREGATIONS, broadcast
 from ..masking.gate import annealed_scale, compensate_embedding_gradient_
 from ..masking.regularizer import MASK_SPARSITY_REG_MODES, MaskSparsityRegularizer
 from ..models.base import TASK_EMBEDDING_INITIALIZERS, HATBackbone
+from ..rollback import ModelSnapshot
 from .rules import RateRule
 
 MASKED_MODEL_NAMES = "HATMLP, HATAlexNet, HATResNet18 (or a HATBackbone subclass)"
@@ -125,6 +130,7 @@ class HATPlugin(SupervisedPlugin):
         self._constant_rates: list[torch.Tensor] | None = None
         self._constant_capacity: float | None = None
         self._step_capacity: float | None = None
+        self._experience_start: ModelSnapshot | None = None
 
     # ------------------------------------------------------------------ hooks for subclasses
     @property
@@ -162,7 +168,7 @@ class HATPlugin(SupervisedPlugin):
             )
         return int(labels[0])
 
-    def _check_optimizer(self, strategy, model: HATBackbone) -> None:
+    def _check_optimizer(self, strategy, model: HATBackbone, require_all: bool = True) -> None:
         optimizer = strategy.optimizer
         model_params = {id(p) for p in strategy.model.parameters()}
         masked = {id(layout.weight) for layout in model.param_layouts}
@@ -183,14 +189,13 @@ class HATPlugin(SupervisedPlugin):
                         "tasks. Use weight_decay=0 (decay only the heads in a separate param group)"
                     )
         missing = masked - in_optimizer
-        if missing:
+        if missing and require_all:
             raise ValueError(
                 f"optimizer does not hold {len(missing)} masked-layer parameters of the model: "
                 "build the optimizer from model.parameters()"
             )
 
-    # ------------------------------------------------------------------ per experience
-    def before_training_exp(self, strategy, **kwargs) -> None:
+    def _check_experience(self, strategy) -> tuple[HATBackbone, int]:
         model = unwrap_hat_model(strategy.model)
         task = self._experience_task(strategy)
         if model.is_trained(task):
@@ -198,7 +203,18 @@ class HATPlugin(SupervisedPlugin):
                 f"task {task} was already trained and its mask stored; HAT cannot retrain a "
                 "task: give each experience a new task label"
             )
+        return model, task
+
+    # ------------------------------------------------------------------ per experience
+    def before_train_dataset_adaptation(self, strategy, **kwargs) -> None:
+        """Refuse a bad experience/optimizer before Avalanche adapts model and optimizer."""
+        model, _ = self._check_experience(strategy)
+        self._check_optimizer(strategy, model, require_all=False)
+
+    def before_training_exp(self, strategy, **kwargs) -> None:
+        model, task = self._check_experience(strategy)
         self._check_optimizer(strategy, model)
+        self._experience_start = ModelSnapshot(strategy.model)
         strategy.optimizer.state.clear()
         model.initialize_task_embeddings(self.task_embedding_init_mode)
         model.current_train_task = task
@@ -241,11 +257,38 @@ class HATPlugin(SupervisedPlugin):
         model = unwrap_hat_model(strategy.model)
         model.commit_task(self.task)
         self._finish_experience(strategy, model)
+        self._clear_training_state(model)
+        self._experience_start = None
+
+    @staticmethod
+    def _clear_training_state(model: HATBackbone) -> None:
         model.current_train_task = None
         model.gate_scale = None
         model.last_masks = {}
         model.last_mask_flat = None
         model.last_activations = {}
+
+    def rollback_experience(self, strategy) -> bool:
+        """Undo the experience being trained after an error; ``True`` if there was one.
+
+        Every parameter and buffer of the model (weights, heads, embeddings, HAT-family
+        buffers) gets back its value at the start of the experience (after Avalanche's
+        model adaptation, which is kept: e.g. the new task's head exists, untrained); the
+        optimizer state is cleared; the task is not stored. Train the experience again
+        once the cause is fixed. The HAT-family strategies call this on any error raised
+        while training an experience; with a plain ``SupervisedTemplate`` the plugin calls
+        it itself on a non-finite loss.
+        """
+        snapshot, self._experience_start = self._experience_start, None
+        if snapshot is None:
+            return False
+        model = unwrap_hat_model(strategy.model)
+        snapshot.restore_(strategy.model)
+        strategy.optimizer.state.clear()
+        self._clear_training_state(model)
+        model.record_activations = False
+        self.task = None
+        return True
 
     def _finish_experience(self, strategy, model: HATBackbone) -> None:
         """Extra end-of-experience work of subclasses (runs after the mask is stored)."""
@@ -263,10 +306,14 @@ class HATPlugin(SupervisedPlugin):
     def before_backward(self, strategy, **kwargs) -> None:
         model = unwrap_hat_model(strategy.model)
         if self.check_finite_loss and not bool(torch.isfinite(strategy.loss).all()):
+            loss, task = strategy.loss.detach().flatten().tolist(), self.task
+            self.rollback_experience(strategy)
             raise FloatingPointError(
-                f"training loss is {strategy.loss.detach().flatten().tolist()} at iteration "
-                f"{strategy.clock.train_epoch_iterations} of task {self.task}; the step was "
-                "skipped and no weight changed. Lower the learning rate or check the inputs"
+                f"training loss is {loss} at iteration {strategy.clock.train_epoch_iterations} "
+                f"of task {task}: the experience was rolled back (every parameter and buffer "
+                "of the model is as at its start, the task is not stored, the optimizer state "
+                "is cleared). Lower the learning rate or check the inputs for NaN/inf, then "
+                "train the experience again"
             )
         reg, sparsity = self._regularizer(model.last_mask_flat)
         self.layer_sparsity = self._regularizer.per_layer(sparsity)

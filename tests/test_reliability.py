@@ -1,0 +1,274 @@
+"""Reliability: checkpoint/resume in a new process, state-dict round trip, determinism.
+
+Benchmark: the embedded ``split_digits(5)`` (2 classes per task); model ``HATMLP(64, (32, 32))``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import warnings
+
+import pytest
+import torch
+from avalanche.evaluation.metrics import accuracy_metrics
+from avalanche.training.plugins import EvaluationPlugin
+
+from avalanche_fgadahat import HAT, AdaHAT, set_seed
+from avalanche_fgadahat.checkpoint import maybe_load_checkpoint, save_checkpoint
+from avalanche_fgadahat.data import split_digits
+from avalanche_fgadahat.models import HATMLP
+
+try:
+    from avalanche_fgadahat import FGAdaHAT
+except ImportError:  # written concurrently; the tests below skip it when absent
+    FGAdaHAT = None
+
+pytestmark = pytest.mark.filterwarnings("ignore:No loggers specified")
+
+ALGORITHMS = ["HAT", "AdaHAT"] + (["FGAdaHAT"] if FGAdaHAT is not None else [])
+
+# The script run in subprocesses. ``full``: the uninterrupted 4-experience run, then the
+# first 3 experiences again with a checkpoint after each, then a hard crash (os._exit) in
+# the middle of experience 4. ``resume``: a fresh process builds the strategy with another
+# seed, resumes from the checkpoint with train_resumable and finishes experience 4.
+SCRIPT = textwrap.dedent(
+    '''
+    import json, os, sys, warnings
+    warnings.simplefilter("ignore")
+    import torch
+    import avalanche_fgadahat as pkg
+    from avalanche.core import SupervisedPlugin
+    from avalanche.evaluation.metrics import accuracy_metrics
+    from avalanche.training.plugins import EvaluationPlugin
+    from avalanche_fgadahat.checkpoint import save_checkpoint, train_resumable
+    from avalanche_fgadahat.data import split_digits
+    from avalanche_fgadahat.models import HATMLP
+
+    OPTIMIZERS = {
+        "HAT": lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9),
+        "AdaHAT": lambda p: torch.optim.Adam(p, lr=1e-2),
+        "FGAdaHAT": lambda p: torch.optim.SGD(p, lr=0.1),
+    }
+
+    def build(name, seed):
+        pkg.set_seed(seed)
+        model = HATMLP(64, (32, 32))
+        evaluator = EvaluationPlugin(accuracy_metrics(experience=True), loggers=[])
+        return getattr(pkg, name)(model=model, optimizer=OPTIMIZERS[name](model.parameters()),
+                                  train_mb_size=32, train_epochs=2, eval_mb_size=512, evaluator=evaluator)
+
+    def matrix(strategy):
+        """Row i: accuracy on every test experience after training experience i."""
+        history = strategy.evaluator.get_all_metrics()
+        columns = [history[f"Top1_Acc_Exp/eval_phase/test_stream/Task{j:03d}/Exp{j:03d}"][1] for j in range(5)]
+        return [list(row) for row in zip(*columns)]
+
+    class Crash(SupervisedPlugin):
+        def after_training_iteration(self, strategy, **kwargs):
+            if strategy.clock.train_epoch_iterations == 3:
+                os._exit(3)
+
+    mode, workdir, names = sys.argv[1], sys.argv[2], sys.argv[3].split(",")
+    bench = split_digits(5)
+    out = {}
+    for name in names:
+        ckpt = os.path.join(workdir, name + ".ckpt")
+        if mode == "full":
+            strategy = build(name, 0)
+            for exp in bench.train_stream[:4]:
+                strategy.train(exp)
+                strategy.eval(bench.test_stream)
+            out[name] = matrix(strategy)
+            strategy = build(name, 0)
+            for exp in bench.train_stream[:3]:
+                strategy.train(exp)
+                strategy.eval(bench.test_stream)
+                save_checkpoint(strategy, ckpt)
+        else:
+            strategy = build(name, 12345)
+            strategy = train_resumable(strategy, bench.train_stream[:4], ckpt, eval_stream=bench.test_stream)
+            out[name] = {"matrix": matrix(strategy), "trained": strategy.model.trained_tasks(),
+                         "exp_counter": strategy.clock.train_exp_counter}
+    with open(os.path.join(workdir, mode + ".json"), "w") as f:
+        json.dump(out, f)
+    if mode == "full":
+        strategy.plugins.append(Crash())
+        strategy.train(bench.train_stream[3])  # dies half-way
+        raise SystemExit("not reached")
+    '''
+)
+
+
+def _run(mode: str, workdir, names: list[str]) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONWARNINGS="ignore")
+    return subprocess.run(
+        [sys.executable, str(workdir / "run.py"), mode, str(workdir), ",".join(names)],
+        capture_output=True, text=True, timeout=300, env=env,
+    )
+
+
+@pytest.fixture(scope="module")
+def crash_and_resume(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("resume")
+    (workdir / "run.py").write_text(SCRIPT)
+    first = _run("full", workdir, ALGORITHMS)
+    assert first.returncode == 3, first.stderr[-3000:]  # the hard crash, not a clean exit
+    second = _run("resume", workdir, ALGORITHMS)
+    assert second.returncode == 0, second.stderr[-3000:]
+    full = json.loads((workdir / "full.json").read_text())
+    resumed = json.loads((workdir / "resume.json").read_text())
+    return full, resumed
+
+
+@pytest.mark.parametrize("name", ["HAT", "AdaHAT", "FGAdaHAT"])
+def test_resume_in_new_process_equals_uninterrupted_run(crash_and_resume, name):
+    if name not in ALGORITHMS:
+        pytest.skip("FGAdaHAT is not importable from avalanche_fgadahat")
+    full, resumed = crash_and_resume
+    assert resumed[name]["trained"] == [0, 1, 2, 3]
+    assert resumed[name]["exp_counter"] == 4
+    matrix = resumed[name]["matrix"]
+    assert len(matrix) == 4 and all(len(row) == 5 for row in matrix)
+    assert matrix == full[name]  # exact float equality, every entry
+    # the run learnt something (2-class tasks, chance 0.5): the test cannot pass on garbage
+    assert sum(matrix[3][:4]) / 4 > 0.75, matrix
+
+
+# ---------------------------------------------------------------- in-process helpers
+def _strategy(name: str, seed: int, bench, hidden=(32, 32)):
+    set_seed(seed)
+    model = HATMLP(64, hidden)
+    evaluator = EvaluationPlugin(accuracy_metrics(experience=True), loggers=[])
+    cls = {"HAT": HAT, "AdaHAT": AdaHAT, "FGAdaHAT": FGAdaHAT}[name]
+    return cls(model=model, optimizer=torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9),
+               train_mb_size=32, train_epochs=2, eval_mb_size=512, evaluator=evaluator)
+
+
+def _accuracy_matrix(strategy, n_tasks: int = 5) -> list[list[float]]:
+    history = strategy.evaluator.get_all_metrics()
+    columns = [history[f"Top1_Acc_Exp/eval_phase/test_stream/Task{j:03d}/Exp{j:03d}"][1] for j in range(n_tasks)]
+    return [list(row) for row in zip(*columns)]
+
+
+def _train(strategy, bench, n: int = 3):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for exp in bench.train_stream[:n]:
+            strategy.train(exp)
+            strategy.eval(bench.test_stream)
+    return strategy
+
+
+@pytest.fixture(scope="module")
+def bench():
+    return split_digits(5)
+
+
+# ---------------------------------------------------------------- state dict round trip
+@pytest.mark.parametrize("name", ["HAT", "FGAdaHAT"])
+def test_state_dict_round_trip_into_fresh_model(bench, name):
+    if name not in ALGORITHMS:
+        pytest.skip("FGAdaHAT is not importable from avalanche_fgadahat")
+    strategy = _train(_strategy(name, 0, bench), bench)
+    model = strategy.model
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    assert model.trained_tasks() == [0, 1, 2]
+    fresh = HATMLP(64, (32, 32))
+    assert set(fresh.classifier.classifiers) == {"0"}  # Avalanche made the other heads
+    rng = torch.get_rng_state()
+    fresh.load_state_dict(state)  # strict: no missing/unexpected keys
+    assert torch.equal(rng, torch.get_rng_state())  # loading does not move the global RNG
+    loaded = fresh.state_dict()
+    assert loaded.keys() == state.keys()
+    assert all(torch.equal(loaded[k], state[k]) and loaded[k].dtype == state[k].dtype for k in state)
+    assert fresh.trained_tasks() == [0, 1, 2]
+    assert fresh.known_train_tasks_labels == model.known_train_tasks_labels == {0, 1, 2}
+    assert fresh.classifier.known_train_tasks_labels == {0, 1, 2}
+    assert fresh.max_class_label == model.max_class_label
+    model.eval()
+    fresh.eval()
+    x = torch.stack([bench.test_stream[t].dataset[i][0] for t in range(5) for i in range(8)])
+    labels = torch.arange(5).repeat_interleave(8)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for task in range(3):
+            assert torch.equal(fresh(x, task), model(x, task))
+        assert torch.equal(fresh(x, labels), model(x, labels))  # mixed-task batch, padded output
+    if name == "FGAdaHAT":
+        for key, group in model.unit_state.items():
+            assert group.summed_importance.abs().sum() > 0
+            assert torch.equal(fresh.unit_state[key].summed_importance, group.summed_importance)
+
+
+def test_state_dict_loads_into_model_adapted_to_fewer_tasks(bench):
+    """Heads that exist with another width are resized; missing ones are created."""
+    strategy = _train(_strategy("HAT", 0, bench), bench, n=2)
+    fresh = HATMLP(64, (32, 32))
+    fresh.classifier.classifiers["0"].classifier = torch.nn.Linear(32, 7)
+    fresh.load_state_dict(strategy.model.state_dict())
+    assert fresh.classifier.classifiers["0"].classifier.out_features == 2
+    assert set(fresh.classifier.classifiers) == set(strategy.model.classifier.classifiers)
+
+
+def test_single_head_state_dict_round_trip():
+    model = HATMLP(8, (6,), multihead=False)
+    with torch.no_grad():
+        model.classifier.classifier = torch.nn.Linear(6, 4)
+        model.classifier.active_units = torch.tensor([1, 1, 0, 1], dtype=torch.int8)
+    model.commit_task(0)
+    fresh = HATMLP(8, (6,), multihead=False)
+    fresh.load_state_dict(model.state_dict())
+    model.eval()
+    fresh.eval()
+    x = torch.randn(5, 8)
+    assert torch.equal(fresh(x, 0), model(x, 0))
+    assert fresh.max_class_label == 4 and fresh.known_train_tasks_labels == {0}
+
+
+# ---------------------------------------------------------------- determinism
+def test_same_seed_gives_bit_identical_accuracy_matrices_and_weights(bench):
+    runs = []
+    for seed in (7, 7, 8):
+        strategy = _train(_strategy("AdaHAT", seed, bench), bench)
+        runs.append((_accuracy_matrix(strategy), {k: v.clone() for k, v in strategy.model.state_dict().items()}))
+    (m1, s1), (m2, s2), (_, s3) = runs
+    assert len(m1) == 3
+    assert m1 == m2
+    assert all(torch.equal(s1[k], s2[k]) for k in s1)
+    assert not torch.equal(s1["fc.0.weight"], s3["fc.0.weight"])  # the seed matters
+
+
+# ---------------------------------------------------------------- checkpoint details
+def test_checkpoint_in_process_round_trip_and_atomic_write(bench, tmp_path):
+    strategy = _train(_strategy("HAT", 0, bench), bench, n=2)
+    path = tmp_path / "run.ckpt"
+    save_checkpoint(strategy, path)
+    assert os.listdir(tmp_path) == ["run.ckpt"]  # the temporary file was renamed
+    fresh = _strategy("HAT", 99, bench)
+    old_model = fresh.model
+    loaded, start = maybe_load_checkpoint(fresh, path)
+    assert loaded is fresh and start == 2
+    assert fresh.model is not old_model  # Avalanche replaces the objects: re-fetch them
+    assert fresh.optimizer.param_groups[0]["params"][0] is next(fresh.model.parameters())
+    assert fresh.model.trained_tasks() == [0, 1]
+    assert _accuracy_matrix(fresh) == _accuracy_matrix(strategy)
+    missing, start = maybe_load_checkpoint(_strategy("HAT", 0, bench), tmp_path / "none.ckpt")
+    assert start == 0
+
+
+def test_avalanche_save_checkpoint_works_after_package_import(bench, tmp_path):
+    """The package import repairs torch.optim so Avalanche's own function pickles optimizers."""
+    from avalanche.checkpointing import maybe_load_checkpoint as av_load
+    from avalanche.checkpointing import save_checkpoint as av_save
+
+    import dill
+
+    assert not dill.settings["byref"]  # dill's global settings are left alone
+    strategy = _train(_strategy("AdaHAT", 0, bench), bench, n=1)
+    av_save(strategy, str(tmp_path / "av.ckpt"))
+    fresh, start = av_load(_strategy("AdaHAT", 1, bench), str(tmp_path / "av.ckpt"))
+    assert start == 1 and fresh.model.trained_tasks() == [0]
