@@ -1,0 +1,344 @@
+"""One test per row of docs/bad_input.md: each bad input gets an error naming the problem
+and its fix, and leaves the strategy's state as it was (and usable)."""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import pytest
+import torch
+from avalanche.core import SupervisedPlugin
+from avalanche.training.plugins import EvaluationPlugin
+from avalanche.training.supervised import Naive
+from torch import nn
+
+from avalanche_fgadahat import HAT, AdaHAT, FGAdaHAT, HATPlugin, set_seed
+from avalanche_fgadahat.checkpoint import maybe_load_checkpoint, save_checkpoint
+from avalanche_fgadahat.data import split_digits
+from avalanche_fgadahat.masking.layout import ParamLayout
+from avalanche_fgadahat.models import HATMLP
+from avalanche_fgadahat.models.base import HATBackbone
+
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:No loggers specified"),
+    pytest.mark.filterwarnings("ignore::UserWarning"),
+]
+
+
+@pytest.fixture(scope="module")
+def bench():
+    return split_digits(5)
+
+
+def _quiet() -> EvaluationPlugin:
+    return EvaluationPlugin(loggers=[])
+
+
+def _hat(model=None, optimizer=None, cls=HAT, **kwargs):
+    model = model if model is not None else HATMLP(64, (32, 32))
+    optimizer = optimizer if optimizer is not None else torch.optim.SGD(model.parameters(), lr=0.1)
+    return cls(model=model, optimizer=optimizer, train_mb_size=32, train_epochs=1, evaluator=_quiet(), **kwargs)
+
+
+def _state(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def _assert_same_state(before: dict, model: nn.Module, ignore: set[str] = frozenset()) -> None:
+    after = model.state_dict()
+    assert after.keys() == before.keys()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed <= set(ignore), sorted(changed)
+
+
+def _trained(bench, n: int = 1, **kwargs):
+    set_seed(0)
+    strategy = _hat(**kwargs)
+    for exp in bench.train_stream[:n]:
+        strategy.train(exp)
+    strategy.eval(bench.test_stream)  # creates every head, as a normal run does
+    return strategy
+
+
+class _Recorder(SupervisedPlugin):
+    """Placed first: records the model at the start of each training experience."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.start: dict[str, torch.Tensor] | None = None
+
+    def before_training_exp(self, strategy, **kwargs):
+        self.start = _state(strategy.model)
+
+
+class _Poison(SupervisedPlugin):
+    """Replaces the mini-batch's inputs (or task labels) at one iteration."""
+
+    def __init__(self, iteration: int, what: str) -> None:
+        super().__init__()
+        self.iteration, self.what = iteration, what
+
+    def before_forward(self, strategy, **kwargs):
+        if strategy.clock.train_epoch_iterations == self.iteration:
+            if self.what == "nan":
+                strategy.mbatch[0] = torch.full_like(strategy.mbatch[0], math.nan)
+            else:
+                labels = strategy.mbatch[-1].clone()
+                labels[0] = labels[0] + 1
+                strategy.mbatch[-1] = labels
+
+
+# ---------------------------------------------------------------- 1. unknown names
+@pytest.mark.parametrize(
+    "build, name, accepted",
+    [
+        (lambda: HATPlugin(adjustment_mode="hta"), "adjustment_mode", "'hat'"),
+        (lambda: HATPlugin(mask_sparsity_reg_mode="L1"), "mask_sparsity_reg_mode", "'original'"),
+        (lambda: HATPlugin(task_embedding_init_mode="zeros"), "task_embedding_init_mode", "'N01'"),
+        (lambda: _hat(cls=AdaHAT, adjustment_mode="ada"), "adjustment_mode", "'adahat'"),
+        (lambda: _hat(cls=FGAdaHAT, importance_type="grad"), "importance_type", "input_weight_abs_sum"),
+        (lambda: _hat(cls=FGAdaHAT, importance_summing_strategy="sum"), "importance_summing_strategy", "'add_all'"),
+        (lambda: _hat(cls=FGAdaHAT, importance_scheduler_type="cosine"), "importance_scheduler_type", "'linear_sparsity_reg'"),
+        (lambda: _hat(cls=FGAdaHAT, neuron_to_weight_importance_aggregation_mode="median"),
+         "neuron_to_weight_importance_aggregation_mode", "'min'"),
+    ],
+)
+def test_unknown_name_names_argument_and_accepted_values(build, name, accepted):
+    with pytest.raises(ValueError, match=name) as err:
+        build()
+    assert accepted in str(err.value) and "accepted" in str(err.value)
+
+
+def test_unknown_keyword_is_refused():
+    with pytest.raises(TypeError, match="smax"):
+        _hat(smax=400.0)
+
+
+# ---------------------------------------------------------------- 2. out-of-range numbers
+@pytest.mark.parametrize(
+    "build, name",
+    [
+        (lambda: HATPlugin(s_max=0), "s_max must be > 0"),
+        (lambda: HATPlugin(s_max=math.nan), "s_max must be finite"),
+        (lambda: HATPlugin(clamp_threshold=-1), "clamp_threshold must be > 0"),
+        (lambda: HATPlugin(mask_sparsity_reg_factor=-0.1), "mask_sparsity_reg_factor must be >= 0"),
+        (lambda: HATPlugin(alpha=1.5), "alpha must be <= 1"),
+        (lambda: HATPlugin(embedding_clamp=0), "embedding_clamp must be > 0"),
+        (lambda: _hat(cls=AdaHAT, adjustment_intensity=0), "adjustment_intensity must be > 0"),
+        (lambda: _hat(cls=AdaHAT, epsilon=-1), "epsilon must be > 0"),
+        (lambda: _hat(cls=FGAdaHAT, base_linear=0), "base_linear must be > 0"),
+        (lambda: _hat(cls=FGAdaHAT, importance_summing_strategy="log_decrease"), "importance_summing_strategy_log_base"),
+        (lambda: HATMLP(64, (32, 0)), r"hidden_sizes\[i\] must be >= 1"),
+        (lambda: HATMLP(64, (32,), dropout=1.5), "dropout must be <= 1"),
+        (lambda: split_digits(3), "n_experiences must divide 10"),
+        (lambda: set_seed(-1), "seed must be >= 0"),
+        (lambda: set_seed(2**32), "seed must be <= "),
+        (lambda: set_seed(1.5), "seed must be an integer"),
+    ],
+)
+def test_out_of_range_number_names_argument_and_bound(build, name):
+    with pytest.raises(ValueError, match=name):
+        build()
+
+
+# ---------------------------------------------------------------- 3. model without masked layers
+def test_model_without_masks_is_refused():
+    plain = nn.Sequential(nn.Flatten(), nn.Linear(64, 2))
+    with pytest.raises(TypeError, match="no HAT masks.*HATMLP, HATAlexNet, HATResNet18"):
+        _hat(model=plain)
+
+
+class _WithUnmaskedLayer(HATBackbone):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(4, 3)
+        self.norm = nn.LayerNorm(3)
+        self._finish_init([ParamLayout("fc", self.fc, "fc", None)], 3, {"fc": 3})
+
+
+def test_backbone_with_an_unmasked_parameter_layer_is_refused():
+    with pytest.raises(TypeError, match="layer 'norm' \\(LayerNorm\\) has parameters but no HAT mask"):
+        _WithUnmaskedLayer()
+
+
+# ---------------------------------------------------------------- 4. model / optimizer mismatch
+def test_optimizer_of_another_model_is_refused_before_anything_changes(bench):
+    strategy = _trained(bench)
+    model = strategy.model
+    before, n_params = _state(model), [len(g["params"]) for g in strategy.optimizer.param_groups]
+    strategy.optimizer = torch.optim.SGD(HATMLP(64, (32, 32)).parameters(), lr=0.1)
+    with pytest.raises(ValueError, match="not the model's.*model.parameters"):
+        strategy.train(bench.train_stream[1])
+    _assert_same_state(before, model)
+    assert [len(g["params"]) for g in strategy.optimizer.param_groups] == [len(list(HATMLP(64, (32, 32)).parameters()))]
+    strategy.optimizer = torch.optim.SGD(model.parameters(), lr=0.1)  # the fix
+    strategy.train(bench.train_stream[1])
+    assert model.trained_tasks() == [0, 1]
+    del n_params
+
+
+# ---------------------------------------------------------------- 5. weight decay on masked parameters
+def test_weight_decay_on_masked_parameters_is_refused(bench):
+    model = HATMLP(64, (32, 32))
+    before = _state(model)
+    strategy = _hat(model=model, optimizer=torch.optim.AdamW(model.parameters(), lr=1e-3))  # wd 0.01
+    with pytest.raises(ValueError, match="weight_decay=0.01 on masked-layer parameters.*weight_decay=0"):
+        strategy.train(bench.train_stream[0])
+    _assert_same_state(before, model)  # raised before Avalanche's model adaptation
+    assert list(model.classifier.classifiers) == ["0"]
+    # the fix the message gives: decay only the heads, in a separate param group
+    heads = list(model.classifier.parameters())
+    rest = [p for p in model.parameters() if all(p is not h for h in heads)]
+    strategy.optimizer = torch.optim.AdamW(
+        [{"params": rest, "weight_decay": 0.0}, {"params": heads, "weight_decay": 0.01}], lr=1e-3
+    )
+    strategy.train(bench.train_stream[0])
+    assert model.trained_tasks() == [0]
+
+
+# ---------------------------------------------------------------- 6. several task labels
+def _two_task_experience(bench):
+    from avalanche.benchmarks.scenarios.dataset_scenario import benchmark_from_datasets
+    from avalanche.benchmarks.scenarios.supervised import with_classes_timeline
+    from avalanche.benchmarks.scenarios.task_aware import with_task_labels
+
+    data = bench.train_stream[1].dataset.concat(bench.train_stream[2].dataset)
+    return with_classes_timeline(with_task_labels(benchmark_from_datasets(train=[data]))).train_stream[0]
+
+
+def test_experience_with_several_task_labels_is_refused_before_adaptation(bench):
+    experience = _two_task_experience(bench)
+    assert sorted(experience.task_labels) == [1, 2]
+    strategy = _trained(bench)
+    before = _state(strategy.model)
+    # Avalanche's MultiHeadClassifier would raise a NotImplementedError suggesting masking=False
+    with pytest.raises(ValueError, match=r"task labels \[1, 2\]; HAT trains one task per experience"):
+        strategy.train(experience)
+    _assert_same_state(before, strategy.model)
+    strategy.train(bench.train_stream[1])
+    assert strategy.model.trained_tasks() == [0, 1]
+
+
+def test_training_minibatch_with_several_task_labels_rolls_back(bench):
+    strategy = _trained(bench)
+    recorder = _Recorder()
+    strategy.plugins.insert(0, recorder)
+    poison = _Poison(iteration=2, what="task_labels")
+    strategy.plugins.append(poison)
+    with pytest.raises(ValueError, match=r"must all equal the task being trained \(1\); found \[1, 2\]"):
+        strategy.train(bench.train_stream[1])
+    _assert_same_state(recorder.start, strategy.model)
+    assert strategy.model.current_train_task is None and strategy.model.trained_tasks() == [0]
+    strategy.plugins.remove(poison)
+    strategy.train(bench.train_stream[1])
+    assert strategy.model.trained_tasks() == [0, 1]
+
+
+def test_experience_without_task_labels_is_refused(bench):
+    from avalanche.benchmarks.scenarios.dataset_scenario import benchmark_from_datasets
+
+    experience = benchmark_from_datasets(train=[bench.train_stream[0].dataset]).train_stream[0]
+    strategy = _hat()
+    before = _state(strategy.model)
+    with pytest.raises(ValueError, match="no task labels.*return_task_id=True"):
+        strategy.train(experience)
+    _assert_same_state(before, strategy.model)
+
+
+def test_retraining_a_stored_task_is_refused(bench):
+    strategy = _trained(bench)
+    before = _state(strategy.model)
+    with pytest.raises(ValueError, match="task 0 was already trained.*new task label"):
+        strategy.train(bench.train_stream[0])
+    _assert_same_state(before, strategy.model)
+
+
+# ---------------------------------------------------------------- 7. NaN loss
+@pytest.mark.parametrize("template", ["HAT", "Naive+HATPlugin"])
+def test_nan_loss_rolls_the_experience_back(bench, template):
+    set_seed(0)
+    model = HATMLP(64, (32, 32))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    if template == "HAT":
+        strategy = HAT(model=model, optimizer=optimizer, train_mb_size=32, evaluator=_quiet())
+    else:
+        strategy = Naive(model=model, optimizer=optimizer, train_mb_size=32, evaluator=_quiet(), plugins=[HATPlugin()])
+    strategy.train(bench.train_stream[0])
+    strategy.eval(bench.test_stream)
+    before_train = _state(model)
+    recorder = _Recorder()
+    strategy.plugins.insert(0, recorder)
+    poison = _Poison(iteration=3, what="nan")  # three real steps happen first
+    strategy.plugins.append(poison)
+    with pytest.raises(FloatingPointError, match=r"training loss is \[nan\].*task 1.*rolled back.*train the experience again"):
+        strategy.train(bench.train_stream[1])
+    _assert_same_state(recorder.start, model)  # every parameter and buffer
+    # versus before train(): only Avalanche's adaptation of the task-1 head mask differs
+    _assert_same_state(before_train, model, ignore={"classifier.active_units_T1"})
+    assert not strategy.optimizer.state and model.current_train_task is None
+    assert model.trained_tasks() == [0]
+    strategy.plugins.remove(poison)
+    strategy.train(bench.train_stream[1])
+    assert model.trained_tasks() == [0, 1]
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+# ---------------------------------------------------------------- 8. checkpoint of another model
+@pytest.fixture(scope="module")
+def saved_hat_checkpoint(bench, tmp_path_factory):
+    path = tmp_path_factory.mktemp("ckpt") / "hat-32x32.ckpt"
+    save_checkpoint(_trained(bench, n=1), path)
+    return path
+
+
+def _load_refused(strategy, path, match, bench):
+    model, optimizer, plugins = strategy.model, strategy.optimizer, list(strategy.plugins)
+    before, rng = _state(model), torch.get_rng_state()
+    with pytest.raises(ValueError, match=match):
+        maybe_load_checkpoint(strategy, path)
+    assert strategy.model is model and strategy.optimizer is optimizer and strategy.plugins == plugins
+    _assert_same_state(before, model)
+    assert torch.equal(rng, torch.get_rng_state())  # the checkpoint's RNG state was not applied
+    strategy.train(bench.train_stream[1])  # the strategy still works
+    assert model.trained_tasks() == [0, 1]
+
+
+def test_checkpoint_of_another_model_shape_is_refused(bench, saved_hat_checkpoint):
+    strategy = _trained(bench, model=HATMLP(64, (16, 16)))
+    _load_refused(strategy, saved_hat_checkpoint, r"another shape.*fc\.0\.weight is \(32, 64\), here \(16, 64\).*same sizes|sizes it was saved with", bench)
+
+
+def test_checkpoint_of_another_algorithm_is_refused(bench, saved_hat_checkpoint):
+    strategy = _trained(bench, cls=AdaHAT)
+    _load_refused(strategy, saved_hat_checkpoint, "saved by a strategy using HATPlugin, this strategy uses AdaHATPlugin", bench)
+
+
+def test_file_that_is_not_a_checkpoint_is_refused(bench, tmp_path):
+    path = tmp_path / "garbage.ckpt"
+    path.write_bytes(b"not a checkpoint")
+    _load_refused(_trained(bench), path, "is not a checkpoint written by save_checkpoint", bench)
+
+
+def test_saving_while_an_experience_trains_is_refused(bench, tmp_path):
+    class SaveMidway(SupervisedPlugin):
+        def after_training_iteration(self, strategy, **kwargs):
+            save_checkpoint(strategy, tmp_path / "mid.ckpt")
+
+    strategy = _hat(plugins=[SaveMidway()])
+    with pytest.raises(ValueError, match="while an experience is being trained.*after strategy.train"):
+        strategy.train(bench.train_stream[0])
+    assert not (tmp_path / "mid.ckpt").exists()
+
+
+def test_state_dict_of_another_shape_loads_nothing(bench):
+    saved = _trained(bench).model.state_dict()
+    model = HATMLP(64, (32, 16))
+    before = _state(model)
+    with pytest.raises(ValueError, match=r"fc\.1\.weight is \(32, 32\), here \(16, 32\).*Nothing was loaded"):
+        model.load_state_dict(saved)
+    _assert_same_state(before, model)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model.eval()
+        model(torch.zeros(2, 64), 0)  # still usable
