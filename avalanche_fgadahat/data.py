@@ -55,3 +55,54 @@ def split_digits(
     return tensors_benchmark(
         train_tensors=train, test_tensors=test, task_labels=list(range(n_experiences))
     )
+
+
+#: Avalanche's MNIST normalisation (``cmnist._default_mnist_train_transform``).
+MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
+
+
+def _class_ordered(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stable sort by class: the sample order ``nc_benchmark`` gives each experience."""
+    order = torch.sort(y, stable=True).indices
+    return x[order], y[order]
+
+
+def fast_permuted_mnist(
+    n_experiences: int,
+    seed: int | None = None,
+    dataset_root=None,
+    return_task_id: bool = True,
+):
+    """Avalanche's ``PermutedMNIST``, with every permuted image computed once.
+
+    Reproduces ``avalanche.benchmarks.classic.PermutedMNIST(n_experiences,
+    return_task_id=..., seed=seed, dataset_root=...)`` sample for sample:
+
+    * one ``np.random.RandomState(seed)``; experience ``k`` uses its ``k``-th
+      ``permutation(784)`` of the flattened pixels (Avalanche draws them in the same order);
+    * pixels ``x / 255`` permuted, then normalised ``(x − 0.1307) / 0.3081`` (Avalanche's
+      default train and eval transform; elementwise, so its order with the permutation
+      does not matter);
+    * the samples of each experience ordered by class (stable), as ``nc_benchmark`` orders
+      them, so index ``i`` is the same image in both and a seeded shuffle draws the same
+      mini-batches; task label ``k`` (or 0 with ``return_task_id=False``).
+
+    Costs ``n_experiences × 70 000 × 784 × 4`` bytes (about 220 MB per experience).
+    """
+    from avalanche.benchmarks.datasets.external_datasets.mnist import get_mnist_dataset
+
+    check_number("n_experiences", n_experiences, minimum=1, integer=True)
+    mnist_train, mnist_test = get_mnist_dataset(dataset_root)
+    flat = [
+        (split.data.reshape(len(split.data), -1).float() / 255.0, split.targets.clone())
+        for split in (mnist_train, mnist_test)
+    ]
+    rng = np.random.RandomState(seed)
+    train, test = [], []
+    for _ in range(n_experiences):
+        permutation = torch.from_numpy(rng.permutation(784)).type(torch.int64)
+        for (pixels, targets), out in zip(flat, (train, test)):
+            images = ((pixels[:, permutation] - MNIST_MEAN) / MNIST_STD).view(-1, 1, 28, 28)
+            out.append(_class_ordered(images, targets))
+    task_labels = list(range(n_experiences)) if return_task_id else [0] * n_experiences
+    return tensors_benchmark(train_tensors=train, test_tensors=test, task_labels=task_labels)

@@ -1,0 +1,293 @@
+"""Benchmark presets: data, backbone and training protocol of each experiment.
+
+A :class:`Preset` fixes the protocol of a benchmark (reference: CLArena's experiment configs,
+``shared/reference/clarena_hat_family.md`` §6); every field can be overridden from the
+command line, giving the :class:`ExperimentSettings` of a sweep. Benchmarks and backbones
+are looked up in the :data:`BENCHMARKS` and :data:`BACKBONES` registries.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field, replace
+from types import MappingProxyType
+from typing import Any
+
+import torch
+
+from .._validation import check_choice, check_number
+from ..models.base import HATBackbone
+
+
+@dataclass(frozen=True)
+class ExperimentSettings:
+    """Everything that defines a run apart from the strategy and the seed."""
+
+    benchmark: str
+    n_experiences: int
+    backbone: str
+    input_shape: tuple[int, ...]
+    hidden_sizes: tuple[int, ...] | None
+    epochs: int
+    batch_size: int
+    eval_batch_size: int
+    lr: float
+    max_train_samples: int | None = None
+    max_test_samples: int | None = None
+    data_root: str | None = None
+    device: str = "cpu"
+    num_workers: int = 0
+    threads: int | None = None
+
+    #: fields that do not change the numbers a run produces (ignored when resuming)
+    NON_DEFINING = ("data_root", "device", "num_workers", "threads")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def defining(self) -> dict[str, Any]:
+        """The fields compared when deciding whether a stored run is this run."""
+        return {k: v for k, v in _jsonable(self.to_dict()).items() if k not in self.NON_DEFINING}
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A benchmark's default protocol. ``reference`` says where the values come from."""
+
+    name: str
+    description: str
+    benchmark: str
+    n_experiences: int
+    backbone: str
+    input_shape: tuple[int, ...]
+    hidden_sizes: tuple[int, ...] | None
+    epochs: int
+    batch_size: int
+    lr: float
+    reference: str
+    eval_batch_size: int = 1024
+    threads: int | None = None
+    data_note: str = ""
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def settings(self, **overrides: Any) -> ExperimentSettings:
+        """The preset's settings with ``overrides`` (``None`` values keep the preset's)."""
+        base = ExperimentSettings(
+            benchmark=self.benchmark,
+            n_experiences=self.n_experiences,
+            backbone=self.backbone,
+            input_shape=self.input_shape,
+            hidden_sizes=self.hidden_sizes,
+            epochs=self.epochs,
+            batch_size=self.batch_size,
+            eval_batch_size=self.eval_batch_size,
+            lr=self.lr,
+            threads=self.threads,
+        )
+        unknown = set(overrides) - set(base.to_dict())
+        if unknown:
+            raise ValueError(
+                f"unknown setting(s) {sorted(unknown)}; accepted: {sorted(base.to_dict())}"
+            )
+        given = {k: v for k, v in overrides.items() if v is not None}
+        if "hidden_sizes" in given:
+            given["hidden_sizes"] = tuple(given["hidden_sizes"])
+        settings = replace(base, **given)
+        validate_settings(settings)
+        return settings
+
+
+def validate_settings(s: ExperimentSettings) -> None:
+    """``ValueError`` naming the first bad setting."""
+    check_choice("benchmark", s.benchmark, BENCHMARKS)
+    check_choice("backbone", s.backbone, BACKBONES)
+    check_number("n_experiences", s.n_experiences, minimum=1, integer=True)
+    check_number("epochs", s.epochs, minimum=1, integer=True)
+    check_number("batch_size", s.batch_size, minimum=1, integer=True)
+    check_number("eval_batch_size", s.eval_batch_size, minimum=1, integer=True)
+    check_number("lr", s.lr, minimum=0.0, strict_minimum=True)
+    check_number("num_workers", s.num_workers, minimum=0, integer=True)
+    if s.threads is not None:
+        check_number("threads", s.threads, minimum=1, integer=True)
+    for name in ("max_train_samples", "max_test_samples"):
+        if getattr(s, name) is not None:
+            check_number(name, getattr(s, name), minimum=1, integer=True)
+    if s.backbone == "mlp":
+        if not s.hidden_sizes:
+            raise ValueError("hidden_sizes must hold at least one width for the mlp backbone")
+    elif s.hidden_sizes is not None:
+        raise ValueError(
+            f"hidden_sizes={s.hidden_sizes} applies to the mlp backbone only; "
+            f"the {s.benchmark} preset uses {s.backbone!r}"
+        )
+    BENCHMARKS[s.benchmark].check(s)
+    if s.device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device={s.device!r} but CUDA is not available here; use device='cpu'")
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (tuple, list)):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+# ---------------------------------------------------------------------------- benchmarks
+@dataclass(frozen=True)
+class BenchmarkBuilder:
+    """``build(settings, seed)`` → an Avalanche benchmark with task labels;
+    ``check(settings)`` raises ``ValueError`` on settings the benchmark cannot honour."""
+
+    build: Callable[[ExperimentSettings, int], Any]
+    check: Callable[[ExperimentSettings], None] = lambda s: None
+
+
+def _divides(total: int, what: str) -> Callable[[ExperimentSettings], None]:
+    def check(s: ExperimentSettings) -> None:
+        if total % s.n_experiences:
+            divisors = [d for d in range(1, total + 1) if total % d == 0]
+            raise ValueError(
+                f"n_experiences={s.n_experiences} must divide the {total} {what} of "
+                f"{s.benchmark}; accepted: {divisors}"
+            )
+
+    return check
+
+
+def _digits(s: ExperimentSettings, seed: int):
+    from ..data import split_digits
+
+    return split_digits(s.n_experiences, seed=seed)
+
+
+def _pmnist(s: ExperimentSettings, seed: int):
+    from ..data import fast_permuted_mnist
+
+    return fast_permuted_mnist(s.n_experiences, seed=seed, dataset_root=s.data_root)
+
+
+def _smnist(s: ExperimentSettings, seed: int):
+    from avalanche.benchmarks.classic import SplitMNIST
+
+    return SplitMNIST(
+        s.n_experiences,
+        return_task_id=True,
+        seed=seed,
+        fixed_class_order=list(range(10)),
+        class_ids_from_zero_in_each_exp=True,
+        dataset_root=s.data_root,
+    )
+
+
+def _split_cifar100(s: ExperimentSettings, seed: int):
+    from avalanche.benchmarks.classic import SplitCIFAR100
+    from avalanche.benchmarks.classic.ccifar100 import _default_cifar100_eval_transform
+
+    # No augmentation: CLArena HEAD's split_cifar100.yaml has none.
+    return SplitCIFAR100(
+        s.n_experiences,
+        return_task_id=True,
+        seed=seed,
+        fixed_class_order=list(range(100)),
+        class_ids_from_zero_in_each_exp=True,
+        train_transform=_default_cifar100_eval_transform,
+        eval_transform=_default_cifar100_eval_transform,
+        dataset_root=s.data_root,
+    )
+
+
+BENCHMARKS: Mapping[str, BenchmarkBuilder] = MappingProxyType(
+    {
+        "digits": BenchmarkBuilder(_digits, _divides(10, "classes")),
+        "pmnist": BenchmarkBuilder(_pmnist),
+        "smnist": BenchmarkBuilder(_smnist, _divides(10, "classes")),
+        "split_cifar100": BenchmarkBuilder(_split_cifar100, _divides(100, "classes")),
+    }
+)
+
+
+# ---------------------------------------------------------------------------- backbones
+def _mlp(s: ExperimentSettings) -> HATBackbone:
+    from ..models import HATMLP
+
+    return HATMLP(math.prod(s.input_shape), tuple(s.hidden_sizes))
+
+
+def _resnet18(s: ExperimentSettings) -> HATBackbone:
+    from ..models import HATResNet18
+
+    return HATResNet18(tuple(s.input_shape), batch_norm="none")
+
+
+#: backbone name → HAT-masked multi-head backbone; baselines unmask it (``baseline_models``).
+BACKBONES: Mapping[str, Callable[[ExperimentSettings], HATBackbone]] = MappingProxyType(
+    {"mlp": _mlp, "resnet18": _resnet18}
+)
+
+
+# ---------------------------------------------------------------------------- presets
+PRESETS: Mapping[str, Preset] = MappingProxyType(
+    {
+        "digits": Preset(
+            name="digits",
+            description="scikit-learn's 8x8 digits, 5 tasks of 2 classes (embedded, no download)",
+            benchmark="digits",
+            n_experiences=5,
+            backbone="mlp",
+            input_shape=(64,),
+            hidden_sizes=(128, 128),
+            epochs=20,
+            batch_size=16,
+            lr=1e-3,
+            threads=1,
+            reference="tuned here for a CPU demo of about a minute (no reference protocol): batch 16 "
+            "gives HAT's annealing 16 steps per epoch; one torch thread, as the layers are too "
+            "small for intra-op parallelism to pay (2 threads on a busy 2-core machine: 30x slower)",
+        ),
+        "pmnist": Preset(
+            name="pmnist",
+            description="Permuted MNIST with task labels (fast in-memory copy of Avalanche's)",
+            benchmark="pmnist",
+            n_experiences=20,
+            backbone="mlp",
+            input_shape=(1, 28, 28),
+            hidden_sizes=(256, 100, 64),
+            epochs=2,
+            batch_size=128,
+            lr=1e-3,
+            reference="FG-AdaHAT/AdaHAT paper index configs: 20 tasks, HATMaskMLP 784-256-100-64, "
+            "Adam 1e-3, batch 128, 2 epochs",
+        ),
+        "smnist": Preset(
+            name="smnist",
+            description="Split MNIST, 5 tasks of 2 consecutive classes, task labels",
+            benchmark="smnist",
+            n_experiences=5,
+            backbone="mlp",
+            input_shape=(1, 28, 28),
+            hidden_sizes=(256, 100, 64),
+            epochs=2,
+            batch_size=128,
+            lr=1e-3,
+            reference="no reference protocol: the PMNIST backbone and training protocol",
+        ),
+        "split_cifar100": Preset(
+            name="split_cifar100",
+            description="Split CIFAR-100, 20 tasks of 5 consecutive classes, task labels",
+            benchmark="split_cifar100",
+            n_experiences=20,
+            backbone="resnet18",
+            input_shape=(3, 32, 32),
+            hidden_sizes=None,
+            epochs=20,
+            batch_size=64,
+            lr=1e-3,
+            eval_batch_size=256,
+            reference="FG-AdaHAT/AdaHAT paper index configs: HATMaskResNet18 without BatchNorm, "
+            "Adam 1e-3, batch 64, 20 epochs, no augmentation (HEAD config)",
+            data_note="needs the CIFAR-100 files under --data-root (or a network) and a GPU",
+        ),
+    }
+)

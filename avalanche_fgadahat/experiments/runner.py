@@ -1,0 +1,313 @@
+"""Run a sweep: strategies × seeds on one benchmark, one JSON file per run, resumable.
+
+Each run follows Avalanche's standard loop — train on experience ``i``, then evaluate the
+whole test stream — so row ``i`` of the accuracy matrix is "after training task ``i``".
+Joint training is trained once on the whole stream (its matrix has one row). A run is
+written to ``<out>/runs/<strategy>__seed<k>.json`` only once it is complete; a later sweep
+with the same settings skips it, so an interrupted sweep resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..models.base import UntrainedTaskWarning
+from . import metrics_math as mm
+from .measures import (
+    ACCURACY_MATRIX,
+    NETWORK_CAPACITY,
+    PEAK_CUDA,
+    PEAK_RSS,
+    STREAM_BWT,
+    STREAM_FORGETTING,
+    TRAINING_TIME,
+    make_evaluator,
+    per_experience,
+)
+from .presets import BENCHMARKS, ExperimentSettings
+from .strategies import ResolvedStrategy, build_strategy
+
+Log = Callable[[str], None]
+RECORD_FORMAT = 1
+
+
+def _print(message: str) -> None:
+    print(message, flush=True)
+
+
+def versions() -> dict[str, Any]:
+    """Versions of everything that can change the numbers."""
+    import avalanche
+    import numpy
+
+    from .. import __version__
+
+    return {
+        "avalanche_fgadahat": __version__,
+        "git_commit": _git_commit(),
+        "avalanche": getattr(avalanche, "__version__", "unknown"),
+        "torch": torch.__version__,
+        "numpy": numpy.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cuda": torch.version.cuda,
+    }
+
+
+def _git_commit() -> str | None:
+    try:
+        result = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent,
+            capture_output=True, text=True, timeout=5, check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return result.stdout.strip() or None
+
+
+def run_path(out: Path, strategy: ResolvedStrategy, seed: int) -> Path:
+    return Path(out) / "runs" / f"{strategy.file_stem}__seed{seed}.json"
+
+
+def run_config(settings: ExperimentSettings, strategy: ResolvedStrategy, seed: int) -> dict[str, Any]:
+    return {"experiment": settings.to_dict(), "strategy": strategy.config(), "seed": seed}
+
+
+def _defining(config: dict[str, Any]) -> dict[str, Any]:
+    experiment = {k: v for k, v in config["experiment"].items() if k not in ExperimentSettings.NON_DEFINING}
+    return json.loads(json.dumps({**config, "experiment": experiment}))
+
+
+def load_complete(path: Path, config: dict[str, Any]) -> dict[str, Any] | None:
+    """The stored record of this run if complete, else ``None``.
+
+    A complete record made with other settings is an error (``ValueError`` naming the
+    differing keys): rerunning would overwrite results the user may want; ``--force`` reruns.
+    """
+    if not path.exists():
+        return None
+    try:
+        record = json.loads(path.read_text())
+    except json.JSONDecodeError:
+        return None
+    if record.get("status") != "complete":
+        return None
+    stored, wanted = _defining(record["config"]), _defining(config)
+    if stored != wanted:
+        diff = sorted(_differences(stored, wanted))
+        raise ValueError(
+            f"{path} holds a complete run with other settings ({', '.join(diff)}); use another "
+            "--out directory, or --force to rerun and overwrite it"
+        )
+    return record
+
+
+def _differences(a: Any, b: Any, prefix: str = "") -> list[str]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        keys = set(a) | set(b)
+        return [d for k in keys for d in _differences(a.get(k), b.get(k), f"{prefix}{k}.")]
+    return [] if a == b else [f"{prefix[:-1]}: stored {a!r}, now {b!r}"]
+
+
+def _write_atomic(path: Path, record: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(record, indent=2, default=_json_default) + "\n")
+    os.replace(tmp, path)
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, torch.Tensor):
+        return value.tolist()
+    if isinstance(value, (tuple, set)):
+        return list(value)
+    raise TypeError(f"not JSON-serialisable: {type(value).__name__}")
+
+
+def build_benchmark(settings: ExperimentSettings, seed: int):
+    """The preset's benchmark for ``seed``, subsampled per experience if asked."""
+    benchmark = BENCHMARKS[settings.benchmark].build(settings, seed)
+    found = len(benchmark.train_stream)
+    if found != settings.n_experiences:
+        raise ValueError(f"benchmark has {found} experiences, expected n_experiences={settings.n_experiences}")
+    if settings.max_train_samples is None and settings.max_test_samples is None:
+        return benchmark
+    return _subsample(benchmark, settings.max_train_samples, settings.max_test_samples, seed)
+
+
+def _subsample(benchmark, max_train: int | None, max_test: int | None, seed: int):
+    """At most ``max_*`` samples per experience: a seeded random subset (datasets may be
+    ordered by class), keeping each dataset's task labels and transforms."""
+    from avalanche.benchmarks import dataset_benchmark
+
+    generator = torch.Generator().manual_seed(seed)
+
+    def cut(dataset, limit):
+        if limit is None or len(dataset) <= limit:
+            return dataset
+        keep = torch.randperm(len(dataset), generator=generator)[:limit].sort().values
+        return dataset.subset(keep.tolist())
+
+    train = [cut(e.dataset, max_train) for e in benchmark.train_stream]
+    test = [cut(e.dataset, max_test) for e in benchmark.test_stream]
+    return dataset_benchmark(train, test)
+
+
+def _seed_everything(seed: int) -> None:
+    from avalanche.training.determinism.rng_manager import RNGManager
+
+    RNGManager.set_random_seeds(seed)
+
+
+def run_one(
+    settings: ExperimentSettings,
+    strategy: ResolvedStrategy,
+    seed: int,
+    benchmark,
+    out: Path,
+    log: Log = _print,
+    prefix: str = "",
+) -> dict[str, Any]:
+    """Train and evaluate one strategy with one seed; write and return its record."""
+    from avalanche.logging import TextLogger
+
+    out = Path(out)
+    config = run_config(settings, strategy, seed)
+    log_path = out / "logs" / f"{strategy.file_stem}__seed{seed}.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    with open(log_path, "w") as log_file, warnings.catch_warnings():
+        # The loop evaluates the whole test stream, future tasks included, by design: their
+        # (chance-level) numbers fill the matrix's upper triangle and enter no summary measure.
+        warnings.simplefilter("ignore", UntrainedTaskWarning)
+        evaluator = make_evaluator(
+            device=settings.device, hat_family=strategy.spec.family == "hat", loggers=[TextLogger(log_file)]
+        )
+        _seed_everything(seed)
+        cl_strategy = build_strategy(strategy, settings, evaluator)
+        run_kwargs = {"num_workers": settings.num_workers}
+        n = settings.n_experiences
+        if strategy.spec.joint:
+            cl_strategy.train(benchmark.train_stream, **run_kwargs)
+            cl_strategy.eval(benchmark.test_stream, **run_kwargs)
+            log(f"{prefix}{strategy.label} seed {seed}: trained jointly on {n} tasks")
+        else:
+            for i, experience in enumerate(benchmark.train_stream):
+                cl_strategy.train(experience, **run_kwargs)
+                cl_strategy.eval(benchmark.test_stream, **run_kwargs)
+                row = _matrix(evaluator)[i]
+                log(
+                    f"{prefix}{strategy.label} seed {seed}: task {i + 1}/{n} done, "
+                    f"ACC over tasks 1-{i + 1} = {100 * sum(row[: i + 1]) / (i + 1):.2f}%"
+                )
+    record = {
+        "format": RECORD_FORMAT,
+        "status": "complete",
+        "strategy": strategy.label,
+        "seed": seed,
+        "config": config,
+        "versions": versions(),
+        "metrics": _collect(evaluator, strategy, n),
+        "wall_time_s": time.perf_counter() - started,
+        "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "log": str(log_path.relative_to(out)),
+    }
+    _write_atomic(run_path(out, strategy, seed), record)
+    return record
+
+
+def _matrix(evaluator) -> list[list[float]]:
+    return evaluator.get_last_metrics()[ACCURACY_MATRIX].tolist()
+
+
+def _collect(evaluator, strategy: ResolvedStrategy, n: int) -> dict[str, Any]:
+    """The run's measures from the evaluation plugin (see ``measures`` and ``metrics_math``)."""
+    everything = evaluator.get_all_metrics()
+    last = evaluator.get_last_metrics()
+    full = _matrix(evaluator)
+    times = per_experience(everything, TRAINING_TIME)
+    metrics: dict[str, Any] = {
+        "accuracy_matrix": full[:1] if strategy.spec.joint else full,
+        "train_time_per_experience_s": times,
+        "train_time_total_s": sum(times),
+        "peak_rss_mb_per_experience": per_experience(everything, PEAK_RSS),
+        "peak_cuda_mb_per_experience": per_experience(everything, PEAK_CUDA) or None,
+        "capacity_after_each_task": per_experience(everything, NETWORK_CAPACITY) or None,
+        "avalanche": {"stream_forgetting": last.get(STREAM_FORGETTING), "stream_bwt": last.get(STREAM_BWT)},
+    }
+    if strategy.spec.joint:
+        final = full[0]
+        metrics.update(acc=sum(final) / n, acc_after_each_task=None, bwt=None, forgetting=None)
+    else:
+        metrics.update(
+            acc=mm.average_accuracy(full),
+            acc_after_each_task=mm.accuracy_after_each_task(full),
+            bwt=mm.backward_transfer(full),
+            forgetting=mm.forgetting(full),
+        )
+    return metrics
+
+
+def run_sweep(
+    settings: ExperimentSettings,
+    strategies: Sequence[ResolvedStrategy],
+    seeds: Sequence[int],
+    out: Path,
+    *,
+    force: bool = False,
+    log: Log = _print,
+) -> list[dict[str, Any]]:
+    """Every (strategy, seed) run, skipping those already complete in ``out``.
+
+    The benchmark is built once per seed and shared by that seed's strategies; torch uses
+    ``settings.threads`` CPU threads during the sweep (if set).
+    """
+    previous_threads = torch.get_num_threads()
+    if settings.threads is not None:
+        torch.set_num_threads(settings.threads)
+    try:
+        return _sweep(settings, strategies, seeds, Path(out), force, log)
+    finally:
+        torch.set_num_threads(previous_threads)
+
+
+def _sweep(settings, strategies, seeds, out: Path, force: bool, log: Log) -> list[dict[str, Any]]:
+    out.mkdir(parents=True, exist_ok=True)
+    total = len(strategies) * len(seeds)
+    records: dict[tuple[str, int], dict[str, Any]] = {}
+    pending: list[tuple[int, ResolvedStrategy]] = []
+    for seed in seeds:
+        for strategy in strategies:
+            path = run_path(out, strategy, seed)
+            stored = None if force else load_complete(path, run_config(settings, strategy, seed))
+            if stored is not None:
+                records[(strategy.label, seed)] = stored
+                log(f"skip {strategy.label} seed {seed}: complete in {path}")
+            else:
+                pending.append((seed, strategy))
+    done = total - len(pending)
+    benchmarks: dict[int, Any] = {}
+    for seed, strategy in pending:
+        if seed not in benchmarks:
+            benchmarks.clear()
+            log(f"building {settings.benchmark} benchmark for seed {seed} ...")
+            benchmarks[seed] = build_benchmark(settings, seed)
+        done += 1
+        record = run_one(settings, strategy, seed, benchmarks[seed], out, log, prefix=f"[{done}/{total}] ")
+        records[(strategy.label, seed)] = record
+        log(
+            f"[{done}/{total}] {strategy.label} seed {seed}: ACC {100 * record['metrics']['acc']:.2f}% "
+            f"in {record['wall_time_s']:.1f} s"
+        )
+    return [records[(s.label, seed)] for s in strategies for seed in seeds]
