@@ -309,7 +309,7 @@ def internal_influence_abs(ctx: StepContext) -> dict[str, torch.Tensor]:
     step = _Step(ctx)
     n, batch = step.settings.internal_influence_steps, step.batch
     step_sizes, alphas = _gauss_legendre(n)
-    weights = torch.tensor(step_sizes, dtype=torch.float32)
+    weights = torch.tensor(step_sizes)  # default dtype, as Captum's InternalInfluence
     zero = torch.zeros_like(step.x)
     totals: dict[str, torch.Tensor] = {}
     with attribution_mode(step.model):
@@ -377,7 +377,7 @@ def integrated_gradients_abs(ctx: StepContext) -> dict[str, torch.Tensor]:
     step = _Step(ctx)
     n, batch = step.settings.integrated_gradients_steps, step.batch
     step_sizes, alphas = _gauss_legendre(n)
-    weights = torch.tensor(step_sizes, dtype=torch.float32, device=step.x.device)
+    weights = torch.tensor(step_sizes, dtype=torch.float32, device=step.x.device)  # Captum: .float()
     alpha = torch.tensor(alphas, dtype=torch.float64, device=step.x.device)
     keys = list(step.layers)
     per_layer = n * batch
