@@ -314,3 +314,36 @@ def test_settings_of_the_wrong_type_are_rejected(first_experience):
         IMPORTANCE_TYPES["gradient_x_activation_abs"].function(ctx)
     with pytest.raises(ValueError, match="name"):
         reference_importance("input_weight_abs_sum", ctx)
+
+
+# ---------------------------------------------------------------------------- inside the strategy
+@pytest.mark.parametrize("importance_type", ["deeplift_abs", "lrp_abs", "feature_ablation_abs"])
+def test_attribution_types_train_inside_fgadahat(importance_type):
+    """The plugin calls the type after every optimizer step; training stays in train mode."""
+    import warnings
+
+    from avalanche.evaluation.metrics import accuracy_metrics
+    from avalanche.training.plugins import EvaluationPlugin, SupervisedPlugin
+
+    from avalanche_fgadahat.strategies import FGAdaHAT
+
+    digits = split_digits(5)
+    torch.manual_seed(0)
+    model = HATMLP(64, (12, 8))
+    modes = []
+
+    class _Spy(SupervisedPlugin):
+        def before_forward(self, strategy, **kwargs):
+            modes.append(strategy.model.training)
+
+    strategy = FGAdaHAT(
+        model=model, optimizer=torch.optim.Adam(model.parameters(), lr=1e-2), importance_type=importance_type,
+        train_mb_size=128, train_epochs=1, eval_mb_size=256,
+        evaluator=EvaluationPlugin(accuracy_metrics(experience=True), loggers=[]), plugins=[_Spy()],
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        strategy.train(digits.train_stream[0])
+    assert len(modes) > 1 and all(modes)
+    for key, state in model.unit_state.items():
+        assert torch.isfinite(state.summed_importance).all() and state.summed_importance.abs().sum() > 0, key

@@ -41,7 +41,6 @@ Captum is imported lazily inside the functions that need it.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, fields
 
