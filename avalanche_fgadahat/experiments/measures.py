@@ -2,16 +2,18 @@
 
 Avalanche's own metrics give the accuracy matrix (``AccuracyMatrixPluginMetric``), the
 per-experience and stream accuracies, and its stream forgetting and BWT. Its timing and RAM
-metrics at experience level are eval-phase only, so three small train-phase metrics are
+metrics at experience level are eval-phase only, so small train-phase metrics are
 added here, each emitted once per training experience (at ``after_training_exp``):
 
 * :class:`TrainingTime` — wall time of the experience's training (``TrainingTime_Exp``, s);
 * :class:`PeakMemory` — peak resident memory of the process while training the experience,
   sampled by Avalanche's ``MaxRAM`` (``PeakRSS_Exp``, MB), and on CUDA the peak allocated
-  device memory (``PeakCUDA_Exp``, MB, ``torch.cuda.max_memory_allocated``);
-* :class:`NetworkCapacity` — the HAT-family plugin's ``network_capacity()`` (AdaHAT Sec. 4.3:
-  the mean adjustment rate over the masked parameters, i.e. for HAT the fraction still free)
-  in force during the experience's last training step (``NetworkCapacity_Exp``).
+  device memory (``PeakCUDA_Exp``, MB, ``torch.cuda.max_memory_allocated``).
+
+The HAT family's network capacity (AdaHAT Sec. 4.3: the mean adjustment rate over the
+masked parameters; for HAT the fraction still free) is the package's own
+``avalanche_fgadahat.metrics.ExperienceNetworkCapacity`` (``NetworkCapacity_Exp``): the
+mean over the training iterations of each experience.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from avalanche.evaluation.metrics import (
 from avalanche.evaluation.metrics.ram_usage import MaxRAM
 from avalanche.training.plugins import EvaluationPlugin
 
-from ..plugins.hat import HATPlugin
+from ..metrics import hat_capacity_metrics
 
 TRAINING_TIME = "TrainingTime_Exp"
 PEAK_RSS = "PeakRSS_Exp"
@@ -117,23 +119,6 @@ class PeakCUDAMemory(_PerTrainingExperience):
         return self._emit(strategy, peak / 2**20)
 
 
-def hat_plugin_of(strategy) -> HATPlugin:
-    """The HAT-family plugin of ``strategy`` (``LookupError`` if it has none)."""
-    for plugin in strategy.plugins:
-        if isinstance(plugin, HATPlugin):
-            return plugin
-    raise LookupError("the strategy has no HAT-family plugin: network capacity is undefined")
-
-
-class NetworkCapacity(_PerTrainingExperience):
-    """``network_capacity()`` of the HAT-family plugin at the end of each experience."""
-
-    name = NETWORK_CAPACITY
-
-    def after_training_exp(self, strategy):
-        return self._emit(strategy, hat_plugin_of(strategy).network_capacity())
-
-
 def make_evaluator(*, device: str, hat_family: bool, loggers: list[Any]) -> EvaluationPlugin:
     """The evaluation plugin of a run (see module doc)."""
     metrics: list[Any] = [
@@ -147,7 +132,7 @@ def make_evaluator(*, device: str, hat_family: bool, loggers: list[Any]) -> Eval
     if torch.device(device).type == "cuda":
         metrics.append(PeakCUDAMemory())
     if hat_family:
-        metrics.append(NetworkCapacity())
+        metrics.extend(hat_capacity_metrics(experience=True))
     return EvaluationPlugin(*metrics, loggers=loggers)
 
 

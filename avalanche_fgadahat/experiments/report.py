@@ -21,7 +21,7 @@ COLUMNS: dict[str, tuple[str, Any, float, int]] = {
     "forgetting": ("Forgetting (%)", lambda m: m["forgetting"], 100.0, 2),
     "capacity": (
         "Capacity (last task)",
-        lambda m: m["capacity_after_each_task"][-1] if m["capacity_after_each_task"] else None,
+        lambda m: m["capacity_per_task"][-1] if m["capacity_per_task"] else None,
         1.0,
         3,
     ),
@@ -90,7 +90,7 @@ def write_tables(records: Sequence[dict[str, Any]], out: Path, title: str = "") 
         "\nACC: mean accuracy over all tasks after the last one; BWT: mean change of each earlier "
         "task from just after learning it to the end; Forgetting: mean drop from each earlier "
         "task's best accuracy to its final one; Capacity: HAT-family mean gradient-adjustment "
-        "rate while training the last task (1 = all parameters free). Mean ± std over seeds.\n"
+        "rate while training the last task, mean over its steps (1 = all parameters free). Mean ± std over seeds.\n"
     )
     md_path.write_text((f"# {title}\n\n" if title else "") + table + notes)
     fields = ["strategy", "seeds"] + [f"{k}_{s}" for k in COLUMNS for s in ("mean", "std")]
@@ -129,6 +129,7 @@ def write_plots(records: Sequence[dict[str, Any]], out: Path) -> list[Path]:
         written.append(_heatmap(plt, rows, strategy, len(group), plots))
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
+    ax.set_prop_cycle(_style_cycle(plt, len(groups)))
     for strategy, group in groups.items():
         curves = [r["metrics"]["acc_after_each_task"] for r in group]
         if curves[0] is None:  # joint training: one final value
@@ -141,15 +142,18 @@ def write_plots(records: Sequence[dict[str, Any]], out: Path) -> list[Path]:
         ax.fill_between(tasks, [100 * (m - s) for m, s in zip(means, stds)],
                         [100 * (m + s) for m, s in zip(means, stds)], alpha=0.2)
     ax.set(xlabel="tasks learned", ylabel="ACC over tasks learned (%)", title="ACC after each task")
+    ax.xaxis.get_major_locator().set_params(integer=True)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     written.append(_save(fig, plots / "acc_after_each_task.png", plt))
 
-    with_capacity = {s: g for s, g in groups.items() if g[0]["metrics"]["capacity_after_each_task"]}
+    with_capacity = {s: g for s, g in groups.items() if g[0]["metrics"]["capacity_per_task"]}
     if with_capacity:
         fig, ax = plt.subplots(figsize=(7, 4.5))
+        ax.set_prop_cycle(_style_cycle(plt, len(with_capacity)))
+        ax.xaxis.get_major_locator().set_params(integer=True)
         for strategy, group in with_capacity.items():
-            means, stds = _mean_curve([r["metrics"]["capacity_after_each_task"] for r in group])
+            means, stds = _mean_curve([r["metrics"]["capacity_per_task"] for r in group])
             ax.plot(range(1, len(means) + 1), means, marker="o", label=strategy)
         ax.set(xlabel="task", ylabel="network capacity", ylim=(-0.02, 1.02),
                title="Network capacity while training each task")
@@ -160,21 +164,40 @@ def write_plots(records: Sequence[dict[str, Any]], out: Path) -> list[Path]:
 
 
 def _heatmap(plt, rows: list[list[float]], strategy: str, n_seeds: int, folder: Path) -> Path:
+    """Rows = after training task i, columns = evaluated task j. In a square (sequential)
+    matrix the cells j > i are tasks not trained yet: left blank."""
     tasks = len(rows[0])
-    fig, ax = plt.subplots(figsize=(1.0 + 0.45 * tasks, 1.0 + 0.45 * max(len(rows), 2) + 0.6))
-    image = ax.imshow([[100 * v for v in row] for row in rows], vmin=0, vmax=100, cmap="viridis")
+    square = len(rows) == tasks
+    shown = [[float("nan") if square and j > i else 100 * v for j, v in enumerate(row)]
+             for i, row in enumerate(rows)]
+    fig, ax = plt.subplots(figsize=(2.4 + 0.42 * tasks, 1.6 + 0.42 * len(rows)))
+    image = ax.imshow(shown, vmin=0, vmax=100, cmap="viridis")
     if tasks <= 12:
-        for i, row in enumerate(rows):
+        for i, row in enumerate(shown):
             for j, value in enumerate(row):
-                ax.text(j, i, f"{100 * value:.0f}", ha="center", va="center", fontsize=7,
-                        color="white" if value < 0.6 else "black")
+                if value == value:
+                    ax.text(j, i, f"{value:.0f}", ha="center", va="center", fontsize=7,
+                            color="white" if value < 60 else "black")
     ax.set_xticks(range(tasks), [str(j + 1) for j in range(tasks)])
-    ax.set_yticks(range(len(rows)), [str(i + 1) for i in range(len(rows))])
-    ax.set(xlabel="evaluated task", ylabel="after training task",
-           title=f"{strategy} accuracy (%), mean of {n_seeds} seed(s)")
+    ax.set_yticks(range(len(rows)), ["all"] if not square else [str(i + 1) for i in range(len(rows))])
+    ax.set_xlabel("evaluated task")
+    ax.set_ylabel("after training task" if square else "after joint training")
+    ax.set_title(f"{strategy}: accuracy (%)\nmean of {n_seeds} seed(s)", fontsize=9)
     fig.colorbar(image, ax=ax, fraction=0.046)
     stem = strategy.replace(":", "-")
     return _save(fig, folder / f"acc_matrix_{stem}.png", plt)
+
+
+def _style_cycle(plt, n: int):
+    """Distinct colour and line style for up to 40 curves (tab10 repeats after 10)."""
+    from cycler import cycler
+
+    colors = plt.get_cmap("tab10").colors
+    styles = ["-", "--", "-.", ":"]
+    count = max(n, 1)
+    return cycler(color=[colors[i % 10] for i in range(count)]) + cycler(
+        linestyle=[styles[(i // 10) % 4] for i in range(count)]
+    )
 
 
 def _save(fig, path: Path, plt) -> Path:

@@ -243,7 +243,7 @@ def _collect(evaluator, strategy: ResolvedStrategy, n: int) -> dict[str, Any]:
         "train_time_total_s": sum(times),
         "peak_rss_mb_per_experience": per_experience(everything, PEAK_RSS),
         "peak_cuda_mb_per_experience": per_experience(everything, PEAK_CUDA) or None,
-        "capacity_after_each_task": per_experience(everything, NETWORK_CAPACITY) or None,
+        "capacity_per_task": per_experience(everything, NETWORK_CAPACITY) or None,
         "avalanche": {"stream_forgetting": last.get(STREAM_FORGETTING), "stream_bwt": last.get(STREAM_BWT)},
     }
     if strategy.spec.joint:
