@@ -71,8 +71,9 @@ SETTINGS_SOURCES: Mapping[str, str] = MappingProxyType(
         "hat_const_alpha": "AdaHAT paper ablation: HAT with a constant rate alpha = 1e-6 on used parameters",
         "hat_const_1": "AdaHAT paper ablation: HAT masks without gradient protection (rate 1)",
         "naive": "fine-tuning: no protection (lower bound)",
-        "ewc": "separate mode (one penalty per task); lambda 1000 chosen for Adam with per-task heads "
-        "(the baselines repo's lambda 1 for SGD on domain-IL PMNIST does not protect here)",
+        "ewc": "separate mode (one penalty per task); no reference gives lambda for these protocols: "
+        "1000 is a common order of magnitude, not tuned (on digits lambda <= 1000 hardly changes "
+        "the numbers, the Fisher of well-fit tasks being tiny); tune with --set ewc.ewc_lambda=...",
         "si": "continual-learning-baselines Split MNIST task-IL: lambda 1, epsilon 0.1",
         "lwf": "alpha 1, temperature 2 (Li & Hoiem 2017 default T=2)",
         "mas": "continual-learning-baselines Split Tiny ImageNet: lambda 1, alpha 0.5",
