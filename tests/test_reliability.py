@@ -134,8 +134,10 @@ def test_resume_in_new_process_equals_uninterrupted_run(crash_and_resume, name):
     matrix = resumed[name]["matrix"]
     assert len(matrix) == 4 and all(len(row) == 5 for row in matrix)
     assert matrix == full[name]  # exact float equality, every entry
-    # the run learnt something (2-class tasks, chance 0.5): the test cannot pass on garbage
-    assert sum(matrix[3][:4]) / 4 > 0.75, matrix
+    # the run learnt something and every experience changed the model (2-class tasks,
+    # chance 0.5), so equality is not that of two constant or empty matrices
+    assert max(matrix[i][i] for i in range(4)) > 0.8, matrix
+    assert len({tuple(row) for row in matrix}) == 4, matrix
 
 
 # ---------------------------------------------------------------- in-process helpers
