@@ -68,6 +68,8 @@ def _list() -> None:
         print(f"  {preset.name}: {preset.description}; {preset.n_experiences} tasks, {preset.backbone}{hidden}, "
               f"{preset.epochs} epochs, batch {preset.batch_size}, Adam lr {preset.lr}")
         print(f"      source: {preset.reference}")
+        if preset.data_note:
+            print(f"      note: {preset.data_note}")
     print("Strategies (settings; source):")
     for name, settings in STRATEGY_SETTINGS.items():
         label = "fgadahat:<importance>" if name == "fgadahat" else name

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from types import MappingProxyType
 from typing import Any
 
@@ -46,10 +46,6 @@ class ExperimentSettings:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
-    def defining(self) -> dict[str, Any]:
-        """The fields compared when deciding whether a stored run is this run."""
-        return {k: v for k, v in _jsonable(self.to_dict()).items() if k not in self.NON_DEFINING}
-
 
 @dataclass(frozen=True)
 class Preset:
@@ -69,7 +65,6 @@ class Preset:
     eval_batch_size: int = 1024
     threads: int | None = None
     data_note: str = ""
-    extra: Mapping[str, Any] = field(default_factory=dict)
 
     def settings(self, **overrides: Any) -> ExperimentSettings:
         """The preset's settings with ``overrides`` (``None`` values keep the preset's)."""
@@ -124,14 +119,6 @@ def validate_settings(s: ExperimentSettings) -> None:
     BENCHMARKS[s.benchmark].check(s)
     if s.device.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"device={s.device!r} but CUDA is not available here; use device='cpu'")
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (tuple, list)):
-        return [_jsonable(v) for v in value]
-    return value
 
 
 # ---------------------------------------------------------------------------- benchmarks
