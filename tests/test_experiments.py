@@ -79,7 +79,7 @@ def test_cli_writes_run_json_with_config_versions_and_metrics(sweep):
     naive = json.loads((out / "runs" / "naive__seed1.json").read_text())["metrics"]
     assert naive["capacity_per_task"] is None
     assert naive["avalanche"]["stream_bwt"] == pytest.approx(naive["bwt"], abs=1e-6)
-    assert "task 5/5 done" in stdout and "| hat | 1 2 |" in stdout
+    assert "task 5/5 done" in stdout and "| hat | 1 2 |" in stdout and "after 5" in stdout
 
 
 def test_cli_writes_aggregated_tables_and_plots(sweep):
@@ -99,6 +99,13 @@ def test_cli_writes_aggregated_tables_and_plots(sweep):
     markdown = (out / "results.md").read_text()
     hat_mean, hat_std = 100 * sum(runs["hat"]) / 2, 100 * abs(runs["hat"][0] - runs["hat"][1]) / math.sqrt(2)
     assert f"| hat | 1 2 | {hat_mean:.2f} ± {hat_std:.2f} |" in markdown
+    # seed-mean accuracy matrix, row "after 5", of hat; cells above the diagonal blank
+    matrices = [json.loads((out / "runs" / f"hat__seed{s}.json").read_text())["metrics"]["accuracy_matrix"]
+                for s in (1, 2)]
+    last = "".join(f"{100 * (a + b) / 2:7.1f}" for a, b in zip(matrices[0][4], matrices[1][4]))
+    first = f"{100 * (matrices[0][0][0] + matrices[1][0][0]) / 2:7.1f}" + "      ." * 4
+    assert "## Accuracy matrices" in markdown
+    assert f"{'after 5':<8}{last}\n" in markdown and f"{'after 1':<8}{first}\n" in markdown
     plots = sorted(p.name for p in (out / "plots").glob("*.png"))
     assert plots == ["acc_after_each_task.png", "acc_matrix_hat.png", "acc_matrix_naive.png", "capacity.png"]
     for name in plots:

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from .presets import PRESETS
-from .report import write_plots, write_tables
+from .report import matrices_text, write_plots, write_tables
 from .runner import run_sweep
 from .settings import SETTINGS_SOURCES, STRATEGY_SETTINGS
 from .strategies import STRATEGIES, overrides_for, parse_overrides, resolve_strategy
@@ -112,6 +112,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     md_path, csv_path, table = write_tables(records, out, title=f"{args.benchmark} ({settings.n_experiences} tasks)")
     plots = write_plots(records, out)
+    matrices = matrices_text(records)
+    if matrices and not args.quiet:
+        print()
+        print(matrices, end="")
     print()
     print(table)
     log(f"tables: {md_path}, {csv_path}; plots: {', '.join(str(p) for p in plots)}")

@@ -92,7 +92,9 @@ def write_tables(records: Sequence[dict[str, Any]], out: Path, title: str = "") 
         "task's best accuracy to its final one; Capacity: HAT-family mean gradient-adjustment "
         "rate while training the last task, mean over its steps (1 = all parameters free). Mean ± std over seeds.\n"
     )
-    md_path.write_text((f"# {title}\n\n" if title else "") + table + notes)
+    matrices = matrices_text(records)
+    matrices = f"\n## Accuracy matrices\n\n```\n{matrices}```\n" if matrices else ""
+    md_path.write_text((f"# {title}\n\n" if title else "") + table + notes + matrices)
     fields = ["strategy", "seeds"] + [f"{k}_{s}" for k in COLUMNS for s in ("mean", "std")]
     with open(csv_path, "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=fields)
@@ -100,6 +102,28 @@ def write_tables(records: Sequence[dict[str, Any]], out: Path, title: str = "") 
         for row in rows:
             writer.writerow({k: ("" if row[k] is None else row[k]) for k in fields})
     return md_path, csv_path, table
+
+
+def matrices_text(records: Sequence[dict[str, Any]], max_tasks: int = 10) -> str:
+    """Seed-mean accuracy matrices (%) as text, rows = after training task i; cells of tasks
+    not trained yet are ``.``. Empty when the benchmark has more than ``max_tasks`` tasks
+    (see the PNG heat maps instead)."""
+    blocks = []
+    for strategy, group in group_by_strategy(records).items():
+        matrices = [r["metrics"]["accuracy_matrix"] for r in group]
+        rows = [_mean_curve([m[i] for m in matrices])[0] for i in range(len(matrices[0]))]
+        tasks = len(rows[0])
+        if tasks > max_tasks:
+            return ""
+        square = len(rows) == tasks
+        lines = [f"{strategy} (accuracy %, mean of {len(group)} seed(s)):",
+                 "        " + "".join(f"{f'T{j + 1}':>7}" for j in range(tasks))]
+        for i, row in enumerate(rows):
+            label = f"after {i + 1}" if square else "joint"
+            cells = "".join(f"{'.':>7}" if square and j > i else f"{100 * v:7.1f}" for j, v in enumerate(row))
+            lines.append(f"{label:<8}{cells}")
+        blocks.append("\n".join(lines))
+    return "\n\n".join(blocks) + ("\n" if blocks else "")
 
 
 # ---------------------------------------------------------------------------- plots
