@@ -7,8 +7,8 @@ partial, unusable update, and the task's embedding a half-trained mask. The plug
 adaptation, before the task embeddings are re-initialised) and restores it on error, so
 the experience can simply be trained again once the cause is fixed.
 
-Cost: one copy of every parameter and buffer, on the model's device, held for the
-duration of one experience.
+Cost: one copy of every parameter and buffer, kept in host memory (so the accelerator's
+peak memory is untouched), taken once per experience.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ class ModelSnapshot:
 
     def __init__(self, model: nn.Module) -> None:
         named = chain(model.named_parameters(), model.named_buffers())
-        self._tensors = {name: tensor.detach().clone() for name, tensor in named}
+        self._tensors = {name: tensor.detach().to("cpu", copy=True) for name, tensor in named}
 
     def names(self) -> list[str]:
         return list(self._tensors)
@@ -46,6 +46,6 @@ class ModelSnapshot:
             owner_name, _, leaf = name.rpartition(".")
             owner = model.get_submodule(owner_name)
             if leaf in owner._buffers:
-                owner._buffers[leaf] = saved.clone()
+                owner._buffers[leaf] = saved.to(tensor.device, copy=True)
             else:
-                tensor.data = saved.clone()
+                tensor.data = saved.to(tensor.device, copy=True)
