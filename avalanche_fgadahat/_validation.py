@@ -46,3 +46,22 @@ def check_number(
     if maximum is not None and not value <= maximum:
         raise ValueError(f"{name} must be <= {maximum}, got {value!r}")
     return value
+
+
+def check_flag(name: str, value: Any) -> bool:
+    """Return ``value`` if it is a bool; raise ``ValueError`` otherwise (``1``/``"yes"`` are refused)."""
+    if not isinstance(value, bool):
+        raise ValueError(f"{name} must be True or False, got {value!r}")
+    return value
+
+
+def check_flags(**flags: Any) -> list[str]:
+    """Names of the flags set to True; ``ValueError`` on a non-bool or when none is set."""
+    for name, value in flags.items():
+        check_flag(name, value)
+    chosen = [name for name, value in flags.items() if value]
+    if not chosen:
+        raise ValueError(
+            "no metric selected: set at least one of " + ", ".join(f"{n}=True" for n in flags)
+        )
+    return chosen

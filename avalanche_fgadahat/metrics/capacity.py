@@ -27,7 +27,7 @@ from avalanche.evaluation.metric_utils import get_metric_name
 from avalanche.evaluation.metrics import Mean
 
 from ..plugins.hat import HATPlugin
-from ._flags import check_flags
+from .._validation import check_flags
 
 
 def find_hat_plugin(strategy) -> HATPlugin:

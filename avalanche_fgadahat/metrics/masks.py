@@ -29,7 +29,7 @@ from .._validation import check_number
 from ..figures import plot_masks, render_figure
 from ..models.base import HATBackbone
 from ..plugins.hat import unwrap_hat_model
-from ._flags import check_flags
+from .._validation import check_flags
 
 
 def mask_usage(model: Any) -> dict[str, float]:

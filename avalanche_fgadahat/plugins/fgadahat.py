@@ -30,7 +30,7 @@ from collections.abc import Mapping
 
 import torch
 
-from .._validation import check_choice, check_number
+from .._validation import check_choice, check_flag, check_number
 from ..importance import IMPORTANCE_SCHEDULERS, IMPORTANCE_TYPES, REFERENCE_IMPORTANCE_TYPES, SUMMING_STRATEGIES
 from ..importance.normalize import min_max_normalize
 from ..importance.registry import ImportanceType, StepContext
@@ -47,12 +47,6 @@ def _fgadahat_rate(plugin: "FGAdaHATPlugin", measure: torch.Tensor, key: str) ->
     factor = plugin.layer_sparsity[key] + plugin.base_mask_sparsity_reg
     alpha = plugin.adjustment_intensity
     return alpha / (factor * measure + alpha)
-
-
-def _check_flag(name: str, value: object) -> bool:
-    if not isinstance(value, bool):
-        raise ValueError(f"{name} must be True or False, got {value!r}")
-    return value
 
 
 def resolve_importance_type(name: object) -> ImportanceType:
@@ -149,9 +143,9 @@ class FGAdaHATPlugin(AdaHATPlugin):
             check_number("base_mask_sparsity_reg", base_mask_sparsity_reg, minimum=0.0, strict_minimum=True)
         )
         self.base_linear = float(check_number("base_linear", base_linear, minimum=0.0, strict_minimum=True))
-        self.filter_by_cumulative_mask = _check_flag("filter_by_cumulative_mask", filter_by_cumulative_mask)
-        self.filter_unmasked_importance = _check_flag("filter_unmasked_importance", filter_unmasked_importance)
-        self.step_multiply_training_mask = _check_flag(
+        self.filter_by_cumulative_mask = check_flag("filter_by_cumulative_mask", filter_by_cumulative_mask)
+        self.filter_unmasked_importance = check_flag("filter_unmasked_importance", filter_unmasked_importance)
+        self.step_multiply_training_mask = check_flag(
             "step_multiply_training_mask", step_multiply_training_mask
         )
         self.summing_parameter = self._check_summing_parameters(
