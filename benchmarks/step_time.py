@@ -101,9 +101,10 @@ class InMemoryData(SupervisedPlugin):
 class IterationTimer(SupervisedPlugin):
     """Wall time of every training iteration (device-synchronised) and peak CUDA memory."""
 
-    def __init__(self, device: torch.device) -> None:
+    def __init__(self, device: torch.device, clock: Callable[[], float] = time.perf_counter) -> None:
         super().__init__()
         self.device = device
+        self.clock = clock
         self.times: list[float] = []
         self.peaks: list[int] = []
         self._start = 0.0
@@ -118,11 +119,11 @@ class IterationTimer(SupervisedPlugin):
 
     def before_training_iteration(self, strategy, **kwargs):
         self._sync()
-        self._start = time.perf_counter()
+        self._start = self.clock()
 
     def after_training_iteration(self, strategy, **kwargs):
         self._sync()
-        self.times.append(time.perf_counter() - self._start)
+        self.times.append(self.clock() - self._start)
 
     def after_training_exp(self, strategy, **kwargs):
         if self.device.type == "cuda":
@@ -156,8 +157,25 @@ def method_factories(importance_types: list[str]) -> dict[str, tuple[bool, Calla
     return methods
 
 
+CLOCKS = {
+    # wall time: what a user waits for; CPU time of the process: immune to other processes
+    # sharing the cores (a loaded shared machine), and equal to wall time on an idle one
+    "wall": time.perf_counter,
+    "cpu": time.process_time,
+}
+
+
+OPTIMIZERS = {
+    # the reference protocol's Adam (torch's default implementation for the device), its fused
+    # kernel, and plain SGD (no second moment: isolates the HAT family's own work, see docs/benchmark.md)
+    "adam": lambda params: torch.optim.Adam(params, lr=1e-3),
+    "adam-fused": lambda params: torch.optim.Adam(params, lr=1e-3, fused=True),
+    "sgd": lambda params: torch.optim.SGD(params, lr=1e-2),
+}
+
+
 def run_setting(setting: str, device: torch.device, rounds: int, iterations: int, importance_types: list[str],
-                slow_iterations: int) -> list[dict]:
+                slow_iterations: int, clock: str = "wall", optimizer: str = "adam") -> list[dict]:
     shape, batch_size, hat_model, plain_model = SETTINGS[setting]
     torch.manual_seed(0)
     n_tasks = rounds + 1
@@ -174,8 +192,8 @@ def run_setting(setting: str, device: torch.device, rounds: int, iterations: int
     state = {}
     for name, (uses_hat, factory) in methods.items():
         model = (hat_model if uses_hat else plain_model)()
-        timer = IterationTimer(device)
-        strategy = factory(model, torch.optim.Adam(model.parameters(), lr=1e-3), [InMemoryData(batches), timer])
+        timer = IterationTimer(device, CLOCKS[clock])
+        strategy = factory(model, OPTIMIZERS[optimizer](model.parameters()), [InMemoryData(batches), timer])
         strategy.device = device
         extra = name.startswith("FG-AdaHAT") and IMPORTANCE_TYPES[name.split(" ", 1)[1]].extra_passes != "none"
         state[name] = (strategy, timer, extra)
@@ -194,7 +212,7 @@ def run_setting(setting: str, device: torch.device, rounds: int, iterations: int
     for name, (strategy, timer, _) in state.items():
         median = statistics.median(timer.times)
         rows.append({
-            "setting": setting, "method": name, "median_ms": 1e3 * median, "ratio": median / naive,
+            "setting": f"{setting}, {optimizer}", "method": name, "median_ms": 1e3 * median, "ratio": median / naive,
             "iterations": len(timer.times),
             "peak_mib": (max(timer.peaks) / 2**20) if timer.peaks else None,
         })
@@ -204,10 +222,12 @@ def run_setting(setting: str, device: torch.device, rounds: int, iterations: int
     return rows
 
 
-def to_markdown(rows: list[dict], device: torch.device, command: str) -> str:
+def to_markdown(rows: list[dict], device: torch.device, command: str, clock: str = "wall") -> str:
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
+    measured = "wall time" if clock == "wall" else "CPU time of the process"
     lines = [
-        f"Device: {device.type} ({name}), torch {torch.__version__}, {torch.get_num_threads()} threads.",
+        f"Device: {device.type} ({name}), torch {torch.__version__}, {torch.get_num_threads()} threads; "
+        f"times are {measured} per iteration.",
         f"Command: `{command}`", "",
         "| setting | method | median ms / iteration | × Naive | iterations timed | peak MiB | peak × Naive |",
         "|---|---|---|---|---|---|---|",
@@ -229,8 +249,18 @@ def main() -> None:
     parser.add_argument("--slow-iterations", type=int, default=5, help="iterations for measures with extra passes")
     parser.add_argument("--importance", default="all", help="'all', 'none' or comma-separated importance types")
     parser.add_argument("--out", default=None, help="write the Markdown table here")
+    parser.add_argument("--clock", choices=list(CLOCKS), default=None,
+                        help="'wall' or 'cpu' (process CPU time; default on a CPU device, use it on a shared machine)")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--optimizer", choices=list(OPTIMIZERS), nargs="+", default=["adam"],
+                        help="one table block per optimizer (default: adam, the reference protocol's)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     device = torch.device(args.device)
+    clock = args.clock or ("cpu" if device.type == "cpu" else "wall")
+    if clock == "cpu" and device.type != "cpu":
+        parser.error("--clock cpu measures host CPU time only: use --clock wall on an accelerator")
     from avalanche_fgadahat.importance import IMPORTANCE_TYPES
 
     if args.importance == "all":
@@ -242,8 +272,10 @@ def main() -> None:
     settings = list(SETTINGS) if args.setting == "all" else [args.setting]
     rows = []
     for setting in settings:
-        rows += run_setting(setting, device, args.rounds, args.iterations, types, args.slow_iterations)
-    table = to_markdown(rows, device, "python " + " ".join(sys.argv))
+        for optimizer in args.optimizer:
+            rows += run_setting(setting, device, args.rounds, args.iterations, types, args.slow_iterations, clock,
+                                optimizer)
+    table = to_markdown(rows, device, "python " + " ".join(sys.argv), clock)
     print(table)
     if args.out:
         with open(args.out, "w") as handle:

@@ -1,0 +1,144 @@
+"""Cost of each Captum-based importance: the package's batched way against the reference's way.
+
+The reference (CLArena) calls Captum once per masked layer per training step. The package
+computes every layer in one batched pass (:mod:`avalanche_fgadahat.importance.attribution`);
+``reference_importance`` keeps the per-layer way, and
+``tests/test_importance_attribution.py`` shows both give equal values. This script times both
+on the same step — same model, same masked forward, same inputs, targets and soft masks — and
+reports the median over repeats, the speed-up, and the largest relative difference between
+the two results (float32 here; the tests compare them in float64).
+
+    python benchmarks/attribution_cost.py --device cpu --setting mlp --out docs/benchmark_attribution_cpu.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import sys
+import time
+import warnings
+
+import numpy as np
+import torch
+from avalanche.benchmarks import tensors_benchmark
+from avalanche.models.utils import avalanche_model_adaptation
+
+from avalanche_fgadahat.importance import IMPORTANCE_TYPES, StepContext
+from avalanche_fgadahat.importance.attribution import ATTRIBUTION_TYPES, reference_importance
+from avalanche_fgadahat.models import HATAlexNet, HATMLP
+
+warnings.filterwarnings("ignore")
+
+SETTINGS = {
+    # name: (input shape, batch size, model factory) — the step-time benchmark's settings
+    "mlp": ((1, 28, 28), 128, lambda: HATMLP(28 * 28, (256, 100, 64))),
+    "alexnet": ((3, 32, 32), 64, lambda: HATAlexNet((3, 32, 32))),
+}
+
+
+def _context(setting: str, device: torch.device) -> StepContext:
+    shape, batch, factory = SETTINGS[setting]
+    torch.manual_seed(0)
+    model = factory()
+    tiny = [(torch.zeros(10, *shape), torch.arange(10))]
+    experience = tensors_benchmark(train_tensors=tiny, test_tensors=tiny, task_labels=[0]).train_stream[0]
+    avalanche_model_adaptation(model, experience)
+    model.to(device)
+    x = torch.randn(batch, *shape, device=device)
+    y = torch.randint(0, 10, (batch,), device=device)
+    masks = {k: torch.sigmoid(3 * torch.randn(n, device=device)) for k, n in model.unit_sizes.items()}
+    return StepContext(model=model, task=0, inputs=x, targets=y, masks=masks, activations={}, gate_scale=400.0)
+
+
+def _fresh(ctx: StepContext) -> StepContext:
+    return StepContext(model=ctx.model, task=ctx.task, inputs=ctx.inputs, targets=ctx.targets, masks=ctx.masks,
+                       activations={}, gate_scale=ctx.gate_scale)
+
+
+def _time(call, device: torch.device, repeats: int) -> tuple[float, dict]:
+    times, result = [], None
+    for _ in range(repeats + 1):  # first call is warm-up
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        start = time.perf_counter()
+        result = call()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times[1:]), result
+
+
+def _max_relative_difference(fast: dict, reference: dict) -> float:
+    worst = 0.0
+    for key, value in reference.items():
+        scale = value.abs().max().clamp_min(1e-30)
+        worst = max(worst, float((fast[key] - value).abs().max() / scale))
+    return worst
+
+
+def run(setting: str, device: torch.device, names: list[str], repeats: int) -> list[dict]:
+    ctx = _context(setting, device)
+    rows = []
+    for name in names:
+        def fast_call():
+            np.random.seed(11)
+            torch.manual_seed(12)
+            return IMPORTANCE_TYPES[name].function(_fresh(ctx))
+
+        def reference_call():
+            torch.manual_seed(12)
+            return reference_importance(name, _fresh(ctx), numpy_seed=11)
+
+        fast_s, fast = _time(fast_call, device, repeats)
+        reference_s, reference = _time(reference_call, device, repeats)
+        rows.append({"setting": setting, "name": name, "short": IMPORTANCE_TYPES[name].short_name,
+                     "fast_ms": 1e3 * fast_s, "reference_ms": 1e3 * reference_s,
+                     "speedup": reference_s / fast_s, "max_rel_diff": _max_relative_difference(fast, reference)})
+        print(f"{setting} {name}: {1e3 * fast_s:.1f} ms vs {1e3 * reference_s:.1f} ms", file=sys.stderr, flush=True)
+    return rows
+
+
+def to_markdown(rows: list[dict], device: torch.device, command: str) -> str:
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
+    lines = [
+        f"Device: {device.type} ({name}), torch {torch.__version__}, {torch.get_num_threads()} threads.",
+        f"Command: `{command}`", "",
+        "| setting | importance | label | batched, all layers (ms / step) | reference: Captum per layer (ms / step) "
+        "| speed-up | max relative difference (float32) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(f"| {r['setting']} | `{r['name']}` | {r['short']} | {r['fast_ms']:.1f} | {r['reference_ms']:.1f} "
+                     f"| {r['speedup']:.2f}× | {r['max_rel_diff']:.1e} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--setting", choices=[*SETTINGS, "all"], default="mlp")
+    parser.add_argument("--repeats", type=int, default=3, help="timed calls per way (after one warm-up)")
+    parser.add_argument("--importance", default="all", help="'all' or comma-separated attribution importance types")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--out", default=None, help="write the Markdown table here")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    names = list(ATTRIBUTION_TYPES) if args.importance == "all" else args.importance.split(",")
+    unknown = [n for n in names if n not in ATTRIBUTION_TYPES]
+    if unknown:
+        parser.error(f"--importance: {unknown} are not attribution types; accepted: {', '.join(ATTRIBUTION_TYPES)}")
+    device = torch.device(args.device)
+    settings = list(SETTINGS) if args.setting == "all" else [args.setting]
+    rows = [row for setting in settings for row in run(setting, device, names, args.repeats)]
+    table = to_markdown(rows, device, "python " + " ".join(sys.argv))
+    print(table)
+    if args.out:
+        with open(args.out, "w") as handle:
+            handle.write(table)
+
+
+if __name__ == "__main__":
+    main()
