@@ -58,15 +58,17 @@ def _fresh(ctx: StepContext) -> StepContext:
 
 
 def _time(call, device: torch.device, repeats: int) -> tuple[float, dict]:
+    # CPU time of the process on a CPU device (immune to other processes on a shared machine)
+    clock = time.process_time if device.type == "cpu" else time.perf_counter
     times, result = [], None
     for _ in range(repeats + 1):  # first call is warm-up
         if device.type == "cuda":
             torch.cuda.synchronize(device)
-        start = time.perf_counter()
+        start = clock()
         result = call()
         if device.type == "cuda":
             torch.cuda.synchronize(device)
-        times.append(time.perf_counter() - start)
+        times.append(clock() - start)
     return statistics.median(times[1:]), result
 
 
@@ -103,7 +105,8 @@ def run(setting: str, device: torch.device, names: list[str], repeats: int) -> l
 def to_markdown(rows: list[dict], device: torch.device, command: str) -> str:
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
     lines = [
-        f"Device: {device.type} ({name}), torch {torch.__version__}, {torch.get_num_threads()} threads.",
+        f"Device: {device.type} ({name}), torch {torch.__version__}, {torch.get_num_threads()} threads; "
+        f"times are {'CPU time of the process' if device.type == 'cpu' else 'wall time'} per step.",
         f"Command: `{command}`", "",
         "| setting | importance | label | batched, all layers (ms / step) | reference: Captum per layer (ms / step) "
         "| speed-up | max relative difference (float32) |",

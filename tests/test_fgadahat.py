@@ -434,9 +434,12 @@ def test_summative_mask_scheduler_trains(digits):
 
 
 def test_avalanche_checkpoint_resume_is_bit_identical(digits, tmp_path):
-    """Importance state rides in the model: a checkpoint after task 0 resumes exactly."""
+    """Importance state rides in the model: a checkpoint after task 0 resumes exactly
+    (the package's ``save_checkpoint``/``maybe_load_checkpoint``: Avalanche's, made to work on
+    this torch without touching dill's global settings)."""
     import dill
-    from avalanche.checkpointing import maybe_load_checkpoint, save_checkpoint
+
+    from avalanche_fgadahat.checkpoint import maybe_load_checkpoint, save_checkpoint
 
     def make():
         torch.manual_seed(0)
@@ -450,19 +453,16 @@ def test_avalanche_checkpoint_resume_is_bit_identical(digits, tmp_path):
         )
 
     byref = dill.settings["byref"]
-    dill.settings["byref"] = True  # dill 0.4 + torch 2.14 workaround (avalanche_internals.md 4.1)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            first = make()
-            first.train(digits.train_stream[0])
-            save_checkpoint(first, str(tmp_path / "ckpt.pkl"))
-            first.train(digits.train_stream[1])
-            resumed, counter = maybe_load_checkpoint(make(), str(tmp_path / "ckpt.pkl"))
-            assert counter == 1 and resumed.model.trained_tasks() == [0]
-            resumed.train(digits.train_stream[1])
-    finally:
-        dill.settings["byref"] = byref
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        first = make()
+        first.train(digits.train_stream[0])
+        save_checkpoint(first, str(tmp_path / "ckpt.pkl"))
+        first.train(digits.train_stream[1])
+        resumed, counter = maybe_load_checkpoint(make(), str(tmp_path / "ckpt.pkl"))
+        assert counter == 1 and resumed.model.trained_tasks() == [0]
+        resumed.train(digits.train_stream[1])
+    assert dill.settings["byref"] == byref
     for key, state in first.model.unit_state.items():
         other = resumed.model.unit_state[key]
         assert torch.equal(state.summed_importance, other.summed_importance)
