@@ -98,22 +98,28 @@ class InMemoryData(SupervisedPlugin):
         strategy.dataloader = PreBatchedLoader(self.batches_per_task[strategy.experience.task_label])
 
 
-def cpu_iteration_peak(trace_file: str) -> int:
-    """Peak bytes allocated on the host during a profiled span, above what was live at its start.
+MEASURED_ITERATION = "measured_iteration"
 
-    Reads the ``[memory]`` events of a ``torch.profiler`` trace (``profile_memory=True``): each
-    carries the allocator's running total; the first event's total minus its own size is the
-    level at the start of the span.
+
+def cpu_iteration_peak(trace_file: str) -> int:
+    """Peak host bytes allocated during the ``measured_iteration`` span, above its start level.
+
+    Reads the ``[memory]`` events of a ``torch.profiler`` trace (``profile_memory=True``); each
+    carries the profiler's running total. The profiler only knows the size of blocks allocated
+    while it runs, so the trace covers one iteration before the measured one: every block the
+    measured iteration frees (last step's gradients, activations, ...) was allocated in view.
     """
     import json
 
     with open(trace_file) as handle:
-        events = [e for e in json.load(handle)["traceEvents"] if e.get("name") == "[memory]"]
-    if not events:
-        return 0
-    events.sort(key=lambda e: e["ts"])
-    start = events[0]["args"]["Total Allocated"] - events[0]["args"]["Bytes"]
-    return max(e["args"]["Total Allocated"] for e in events) - start
+        trace = json.load(handle)["traceEvents"]
+    span = next(e for e in trace if e.get("name") == MEASURED_ITERATION and e.get("ph") == "X")
+    begin, end = span["ts"], span["ts"] + span["dur"]
+    events = sorted((e for e in trace if e.get("name") == "[memory]"), key=lambda e: e["ts"])
+    before = [e["args"]["Total Allocated"] for e in events if e["ts"] < begin]
+    inside = [e["args"]["Total Allocated"] for e in events if begin <= e["ts"] <= end]
+    start = before[-1] if before else 0
+    return max(inside, default=start) - start
 
 
 class IterationTimer(SupervisedPlugin):
@@ -121,9 +127,9 @@ class IterationTimer(SupervisedPlugin):
 
     Peak memory: on CUDA, ``max_memory_allocated`` over each experience (weights, optimizer
     state and the step's transients); on the CPU, when ``profile_memory`` is set, the host
-    allocations of one iteration (the 2nd of the experience) above what was live at its
-    start (the step's transients: activations, gradients, masks, rates, importance
-    temporaries), read from ``torch.profiler``. The profiled iteration is not timed.
+    allocations of one iteration (the 3rd of the experience, profiled with the 2nd) above what
+    was live at its start (the step's transients: activations, gradients, masks, rates,
+    importance temporaries), read from ``torch.profiler``. Profiled iterations are not timed.
     """
 
     def __init__(self, device: torch.device, clock: Callable[[], float] = time.perf_counter) -> None:
@@ -136,6 +142,7 @@ class IterationTimer(SupervisedPlugin):
         self._start = 0.0
         self._iteration = 0
         self._profiler = None
+        self._span = None
 
     def _sync(self) -> None:
         if self.device.type == "cuda":
@@ -148,20 +155,27 @@ class IterationTimer(SupervisedPlugin):
 
     def before_training_iteration(self, strategy, **kwargs):
         self._iteration += 1
-        if self.profile_memory and self.device.type == "cpu" and self._iteration == 2:
-            from torch.profiler import ProfilerActivity, profile
+        if self.profile_memory and self.device.type == "cpu" and self._iteration in (2, 3):
+            from torch.profiler import ProfilerActivity, profile, record_function
 
-            self._profiler = profile(activities=[ProfilerActivity.CPU], profile_memory=True)
-            self._profiler.__enter__()
+            if self._iteration == 2:
+                self._profiler = profile(activities=[ProfilerActivity.CPU], profile_memory=True)
+                self._profiler.__enter__()
+            else:
+                self._span = record_function(MEASURED_ITERATION)
+                self._span.__enter__()
             return
         self._sync()
         self._start = self.clock()
 
     def after_training_iteration(self, strategy, **kwargs):
         if self._profiler is not None:
+            if self._span is None:  # the 2nd iteration: keep profiling
+                return
             import os
             import tempfile
 
+            self._span.__exit__(None, None, None)
             self._profiler.__exit__(None, None, None)
             handle, trace = tempfile.mkstemp(suffix=".json")
             os.close(handle)
@@ -170,7 +184,7 @@ class IterationTimer(SupervisedPlugin):
                 self.peaks.append(cpu_iteration_peak(trace))
             finally:
                 os.remove(trace)
-                self._profiler = None
+                self._profiler = self._span = None
             return
         self._sync()
         self.times.append(self.clock() - self._start)

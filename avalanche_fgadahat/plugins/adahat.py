@@ -28,9 +28,17 @@ def _intensity(plugin: "AdaHATPlugin", key: str) -> torch.Tensor:
     return plugin.adjustment_intensity / (plugin.epsilon + plugin.layer_sparsity[key])
 
 
+def _soft_rate(measure: torch.Tensor, r) -> torch.Tensor:
+    """``r / (measure + r)`` with one temporary of the parameter's size (the quotient is written
+    into the denominator); exactly 1 where ``measure`` is 0."""
+    denominator = torch.add(measure, r)
+    if not isinstance(r, torch.Tensor):
+        r = torch.tensor(r, dtype=measure.dtype, device=measure.device)
+    return torch.div(r, denominator, out=denominator)
+
+
 def _adahat(plugin: "AdaHATPlugin", measure: torch.Tensor, key: str) -> torch.Tensor:
-    r = _intensity(plugin, key)
-    return r / (measure + r)
+    return _soft_rate(measure, _intensity(plugin, key))
 
 
 def _adahat_no_sum(plugin: "AdaHATPlugin", measure: torch.Tensor, key: str) -> torch.Tensor:
@@ -39,8 +47,7 @@ def _adahat_no_sum(plugin: "AdaHATPlugin", measure: torch.Tensor, key: str) -> t
 
 
 def _adahat_no_reg(plugin: "AdaHATPlugin", measure: torch.Tensor, key: str) -> torch.Tensor:
-    r = plugin.adjustment_intensity / plugin.epsilon
-    return r / (measure + r)
+    return _soft_rate(measure, plugin.adjustment_intensity / plugin.epsilon)
 
 
 class AdaHATPlugin(HATPlugin):

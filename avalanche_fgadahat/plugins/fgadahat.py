@@ -46,7 +46,8 @@ def _fgadahat_rate(plugin: "FGAdaHATPlugin", measure: torch.Tensor, key: str) ->
     """``α / ((R_l + b_R) · P·L + α)``; ``measure`` is the per-parameter ``P·L``."""
     factor = plugin.layer_sparsity[key] + plugin.base_mask_sparsity_reg
     alpha = plugin.adjustment_intensity
-    return alpha / (factor * measure + alpha)
+    # one temporary of the parameter's size, updated in place (α · (1 / (c·P + α)))
+    return torch.mul(measure, factor).add_(alpha).reciprocal_().mul_(alpha)
 
 
 def resolve_importance_type(name: object) -> ImportanceType:
