@@ -8,7 +8,7 @@ on the same step — same model, same masked forward, same inputs, targets and s
 reports the median over repeats, the speed-up, and the largest relative difference between
 the two results (float32 here; the tests compare them in float64).
 
-    python benchmarks/attribution_cost.py --device cpu --setting mlp --out docs/benchmark_attribution_cpu.md
+    python benchmarks/attribution_cost.py --device cpu --setting mlp --out docs/benchmarks/attribution_cpu_mlp.md
 """
 
 from __future__ import annotations
@@ -69,7 +69,7 @@ def _time(call, device: torch.device, repeats: int) -> tuple[float, dict]:
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         times.append(clock() - start)
-    return statistics.median(times[1:]), result
+    return statistics.median(times[1:] or times), result
 
 
 def _max_relative_difference(fast: dict, reference: dict) -> float:
@@ -122,7 +122,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--setting", choices=[*SETTINGS, "all"], default="mlp")
-    parser.add_argument("--repeats", type=int, default=3, help="timed calls per way (after one warm-up)")
+    parser.add_argument("--repeats", type=int, default=3, help="timed calls per way after one warm-up (0: time the first call only)")
     parser.add_argument("--importance", default="all", help="'all' or comma-separated attribution importance types")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--out", default=None, help="write the Markdown table here")

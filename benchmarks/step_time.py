@@ -6,8 +6,8 @@ on the device and fed through a trivial loader, so data loading does not hide th
 Reports the median time per iteration over the timed rounds, the ratio to ``Naive``, and (on
 CUDA) the peak memory allocated during a method's experience. Writes a Markdown table.
 
-    python benchmarks/step_time.py --device cpu  --setting mlp  --out docs/benchmark_cpu_mlp.md
-    python benchmarks/step_time.py --device cuda --setting all  --out docs/benchmark_cuda.md
+    python benchmarks/step_time.py --device cpu  --setting mlp  --out docs/benchmarks/step_time_cpu.md
+    python benchmarks/step_time.py --device cuda --setting all  --out docs/benchmarks/step_time_cuda.md
 
 ``Naive`` trains a plain (unmasked) multi-head network of the same shape: the HAT family's
 overhead is measured against what a user would otherwise run.
