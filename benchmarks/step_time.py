@@ -319,7 +319,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=4, help="timed rounds (one experience each)")
     parser.add_argument("--iterations", type=int, default=50, help="iterations per experience")
     parser.add_argument("--slow-iterations", type=int, default=5, help="iterations for measures with extra passes")
-    parser.add_argument("--importance", default="all", help="'all', 'none' or comma-separated importance types")
+    parser.add_argument("--importance", default="all", help="'all', 'in-pass' (no extra pass), 'none' or comma-separated importance types")
     parser.add_argument("--out", default=None, help="write the Markdown table here")
     parser.add_argument("--clock", choices=list(CLOCKS), default=None,
                         help="'wall' or 'cpu' (process CPU time; default on a CPU device, use it on a shared machine)")
@@ -337,6 +337,8 @@ def main() -> None:
 
     if args.importance == "all":
         types = list(IMPORTANCE_TYPES)
+    elif args.importance == "in-pass":
+        types = [name for name, kind in IMPORTANCE_TYPES.items() if kind.extra_passes == "none"]
     elif args.importance == "none":
         types = []
     else:
