@@ -13,8 +13,6 @@ the two results (float32 here; the tests compare them in float64).
 
 from __future__ import annotations
 
-import argparse
-import platform
 import statistics
 import sys
 import time
@@ -28,6 +26,7 @@ from avalanche.models.utils import avalanche_model_adaptation
 from avalanche_fgadahat.importance import IMPORTANCE_TYPES, StepContext
 from avalanche_fgadahat.importance.attribution import ATTRIBUTION_TYPES, reference_importance
 from avalanche_fgadahat.models import HATAlexNet, HATMLP
+from _common import apply_threads, base_parser, emit, header
 
 warnings.filterwarnings("ignore")
 
@@ -102,12 +101,9 @@ def run(setting: str, device: torch.device, names: list[str], repeats: int) -> l
     return rows
 
 
-def to_markdown(rows: list[dict], device: torch.device, command: str) -> str:
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
-    lines = [
-        f"Device: {device.type} ({name}), torch {torch.__version__}, {torch.get_num_threads()} threads; "
-        f"times are {'CPU time of the process' if device.type == 'cpu' else 'wall time'} per step.",
-        f"Command: `{command}`", "",
+def to_markdown(rows: list[dict], device: torch.device) -> str:
+    measured = "CPU time of the process" if device.type == "cpu" else "wall time"
+    lines = header(device, measured, "step") + [
         "| setting | importance | label | batched, all layers (ms / step) | reference: Captum per layer (ms / step) "
         "| speed-up | max relative difference (float32) |",
         "|---|---|---|---|---|---|---|",
@@ -119,16 +115,11 @@ def to_markdown(rows: list[dict], device: torch.device, command: str) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--setting", choices=[*SETTINGS, "all"], default="mlp")
+    parser = base_parser(__doc__, list(SETTINGS))
     parser.add_argument("--repeats", type=int, default=3, help="timed calls per way after one warm-up (0: time the first call only)")
     parser.add_argument("--importance", default="all", help="'all' or comma-separated attribution importance types")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    parser.add_argument("--out", default=None, help="write the Markdown table here")
     args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    apply_threads(args.threads)
     names = list(ATTRIBUTION_TYPES) if args.importance == "all" else args.importance.split(",")
     unknown = [n for n in names if n not in ATTRIBUTION_TYPES]
     if unknown:
@@ -136,11 +127,7 @@ def main() -> None:
     device = torch.device(args.device)
     settings = list(SETTINGS) if args.setting == "all" else [args.setting]
     rows = [row for setting in settings for row in run(setting, device, names, args.repeats)]
-    table = to_markdown(rows, device, "python " + " ".join(sys.argv))
-    print(table)
-    if args.out:
-        with open(args.out, "w") as handle:
-            handle.write(table)
+    emit(to_markdown(rows, device), args.out)
 
 
 if __name__ == "__main__":

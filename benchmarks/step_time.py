@@ -15,8 +15,6 @@ overhead is measured against what a user would otherwise run.
 
 from __future__ import annotations
 
-import argparse
-import platform
 import statistics
 import sys
 import time
@@ -33,6 +31,7 @@ from torch import nn
 
 from avalanche_fgadahat import AdaHAT, HAT
 from avalanche_fgadahat.models import HATAlexNet, HATMLP
+from _common import apply_threads, base_parser, emit, header
 
 warnings.filterwarnings("ignore")
 
@@ -290,13 +289,9 @@ def run_setting(setting: str, device: torch.device, rounds: int, iterations: int
     return rows
 
 
-def to_markdown(rows: list[dict], device: torch.device, command: str, clock: str = "wall") -> str:
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
+def to_markdown(rows: list[dict], device: torch.device, clock: str = "wall") -> str:
     measured = "wall time" if clock == "wall" else "CPU time of the process"
-    lines = [
-        f"Device: {device.type} ({name}), torch {torch.__version__}, {torch.get_num_threads()} threads; "
-        f"times are {measured} per iteration.",
-        f"Command: `{command}`", "",
+    lines = header(device, measured, "iteration") + [
         "Peak MiB: " + ("`torch.cuda.max_memory_allocated` over an experience (weights, optimizer state, transients)."
                         if device.type == "cuda" else
                         "host memory allocated during one training iteration above what was live at its start "
@@ -313,22 +308,17 @@ def to_markdown(rows: list[dict], device: torch.device, command: str, clock: str
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--setting", choices=[*SETTINGS, "all"], default="mlp")
+    parser = base_parser(__doc__, list(SETTINGS))
     parser.add_argument("--rounds", type=int, default=4, help="timed rounds (one experience each)")
     parser.add_argument("--iterations", type=int, default=50, help="iterations per experience")
     parser.add_argument("--slow-iterations", type=int, default=5, help="iterations for measures with extra passes")
     parser.add_argument("--importance", default="all", help="'all', 'in-pass' (no extra pass), 'none' or comma-separated importance types")
-    parser.add_argument("--out", default=None, help="write the Markdown table here")
     parser.add_argument("--clock", choices=list(CLOCKS), default=None,
                         help="'wall' or 'cpu' (process CPU time; default on a CPU device, use it on a shared machine)")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--optimizer", choices=list(OPTIMIZERS), nargs="+", default=["adam"],
                         help="one table block per optimizer (default: adam, the reference protocol's)")
     args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    apply_threads(args.threads)
     device = torch.device(args.device)
     clock = args.clock or ("cpu" if device.type == "cpu" else "wall")
     if clock == "cpu" and device.type != "cpu":
@@ -349,11 +339,7 @@ def main() -> None:
         for optimizer in args.optimizer:
             rows += run_setting(setting, device, args.rounds, args.iterations, types, args.slow_iterations, clock,
                                 optimizer)
-    table = to_markdown(rows, device, "python " + " ".join(sys.argv), clock)
-    print(table)
-    if args.out:
-        with open(args.out, "w") as handle:
-            handle.write(table)
+    emit(to_markdown(rows, device, clock), args.out)
 
 
 if __name__ == "__main__":
