@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import platform
 import sys
+import time
 
 import torch
 
@@ -17,6 +18,25 @@ def base_parser(doc: str | None, settings: list[str]) -> argparse.ArgumentParser
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--out", default=None, help="write the Markdown table here")
     return parser
+
+
+CLOCKS = {
+    # wall time: what a user waits for; CPU time of the process: immune to other processes
+    # sharing the cores (a loaded shared machine), and equal to wall time on an idle one
+    "wall": time.perf_counter,
+    "cpu": time.process_time,
+}
+
+
+def default_clock(device: torch.device) -> str:
+    """``cpu`` (process CPU time) on a CPU device, ``wall`` on an accelerator."""
+    return "cpu" if device.type == "cpu" else "wall"
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for the device's queued work (no-op on the CPU)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def apply_threads(threads: int | None) -> None:

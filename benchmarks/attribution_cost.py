@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import statistics
 import sys
-import time
 import warnings
 
 import numpy as np
@@ -25,20 +24,15 @@ from avalanche.models.utils import avalanche_model_adaptation
 
 from avalanche_fgadahat.importance import IMPORTANCE_TYPES, StepContext
 from avalanche_fgadahat.importance.attribution import ATTRIBUTION_TYPES, reference_importance
-from avalanche_fgadahat.models import HATAlexNet, HATMLP
-from _common import apply_threads, base_parser, emit, header
+from _common import CLOCKS, apply_threads, base_parser, default_clock, emit, header, synchronize
+from step_time import SETTINGS
 
 warnings.filterwarnings("ignore")
 
-SETTINGS = {
-    # name: (input shape, batch size, model factory) — the step-time benchmark's settings
-    "mlp": ((1, 28, 28), 128, lambda: HATMLP(28 * 28, (256, 100, 64))),
-    "alexnet": ((3, 32, 32), 64, lambda: HATAlexNet((3, 32, 32))),
-}
 
 
 def _context(setting: str, device: torch.device) -> StepContext:
-    shape, batch, factory = SETTINGS[setting]
+    shape, batch, factory, _ = SETTINGS[setting]  # the step-time benchmark's settings
     torch.manual_seed(0)
     model = factory()
     tiny = [(torch.zeros(10, *shape), torch.arange(10))]
@@ -57,16 +51,13 @@ def _fresh(ctx: StepContext) -> StepContext:
 
 
 def _time(call, device: torch.device, repeats: int) -> tuple[float, dict]:
-    # CPU time of the process on a CPU device (immune to other processes on a shared machine)
-    clock = time.process_time if device.type == "cpu" else time.perf_counter
+    clock = CLOCKS[default_clock(device)]
     times, result = [], None
     for _ in range(repeats + 1):  # first call is warm-up
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
+        synchronize(device)
         start = clock()
         result = call()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
+        synchronize(device)
         times.append(clock() - start)
     return statistics.median(times[1:] or times), result
 
@@ -102,7 +93,7 @@ def run(setting: str, device: torch.device, names: list[str], repeats: int) -> l
 
 
 def to_markdown(rows: list[dict], device: torch.device) -> str:
-    measured = "CPU time of the process" if device.type == "cpu" else "wall time"
+    measured = "CPU time of the process" if default_clock(device) == "cpu" else "wall time"
     lines = header(device, measured, "step") + [
         "| setting | importance | label | batched, all layers (ms / step) | reference: Captum per layer (ms / step) "
         "| speed-up | max relative difference (float32) |",

@@ -31,7 +31,7 @@ from torch import nn
 
 from avalanche_fgadahat import AdaHAT, HAT
 from avalanche_fgadahat.models import HATAlexNet, HATMLP
-from _common import apply_threads, base_parser, emit, header
+from _common import CLOCKS, apply_threads, base_parser, default_clock, emit, header, synchronize
 
 warnings.filterwarnings("ignore")
 
@@ -143,10 +143,6 @@ class IterationTimer(SupervisedPlugin):
         self._profiler = None
         self._span = None
 
-    def _sync(self) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-
     def before_training_exp(self, strategy, **kwargs):
         self._iteration = 0
         if self.device.type == "cuda":
@@ -164,7 +160,7 @@ class IterationTimer(SupervisedPlugin):
                 self._span = record_function(MEASURED_ITERATION)
                 self._span.__enter__()
             return
-        self._sync()
+        synchronize(self.device)
         self._start = self.clock()
 
     def after_training_iteration(self, strategy, **kwargs):
@@ -185,7 +181,7 @@ class IterationTimer(SupervisedPlugin):
                 os.remove(trace)
                 self._profiler = self._span = None
             return
-        self._sync()
+        synchronize(self.device)
         self.times.append(self.clock() - self._start)
 
     def after_training_exp(self, strategy, **kwargs):
@@ -218,14 +214,6 @@ def method_factories(importance_types: list[str]) -> dict[str, tuple[bool, Calla
         for name in importance_types:
             methods[f"FG-AdaHAT {name}"] = (True, template(FGAdaHAT, importance_type=name))
     return methods
-
-
-CLOCKS = {
-    # wall time: what a user waits for; CPU time of the process: immune to other processes
-    # sharing the cores (a loaded shared machine), and equal to wall time on an idle one
-    "wall": time.perf_counter,
-    "cpu": time.process_time,
-}
 
 
 OPTIMIZERS = {
@@ -320,7 +308,7 @@ def main() -> None:
     args = parser.parse_args()
     apply_threads(args.threads)
     device = torch.device(args.device)
-    clock = args.clock or ("cpu" if device.type == "cpu" else "wall")
+    clock = args.clock or default_clock(device)
     if clock == "cpu" and device.type != "cpu":
         parser.error("--clock cpu measures host CPU time only: use --clock wall on an accelerator")
     from avalanche_fgadahat.importance import IMPORTANCE_TYPES
