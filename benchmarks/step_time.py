@@ -124,8 +124,10 @@ def cpu_iteration_peak(trace_file: str) -> int:
 class IterationTimer(SupervisedPlugin):
     """Time of every training iteration (device-synchronised) and peak memory.
 
-    Peak memory: on CUDA, ``max_memory_allocated`` over each experience (weights, optimizer
-    state and the step's transients); on the CPU, when ``profile_memory`` is set, the host
+    Peak memory, the step's transients (activations, gradients, masks, rates, importance
+    temporaries) above what was live at the iteration's start: on CUDA, of every timed
+    iteration, from ``max_memory_allocated`` after ``reset_peak_memory_stats`` (host-side calls,
+    outside the timed span); on the CPU, when ``profile_memory`` is set, the host
     allocations of one iteration (the 3rd of the experience, profiled with the 2nd) above what
     was live at its start (the step's transients: activations, gradients, masks, rates,
     importance temporaries), read from ``torch.profiler``. Profiled iterations are not timed.
@@ -142,11 +144,10 @@ class IterationTimer(SupervisedPlugin):
         self._iteration = 0
         self._profiler = None
         self._span = None
+        self._live = 0
 
     def before_training_exp(self, strategy, **kwargs):
         self._iteration = 0
-        if self.device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(self.device)
 
     def before_training_iteration(self, strategy, **kwargs):
         self._iteration += 1
@@ -161,6 +162,9 @@ class IterationTimer(SupervisedPlugin):
                 self._span.__enter__()
             return
         synchronize(self.device)
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+            self._live = torch.cuda.memory_allocated(self.device)
         self._start = self.clock()
 
     def after_training_iteration(self, strategy, **kwargs):
@@ -183,10 +187,8 @@ class IterationTimer(SupervisedPlugin):
             return
         synchronize(self.device)
         self.times.append(self.clock() - self._start)
-
-    def after_training_exp(self, strategy, **kwargs):
         if self.device.type == "cuda":
-            self.peaks.append(torch.cuda.max_memory_allocated(self.device))
+            self.peaks.append(torch.cuda.max_memory_allocated(self.device) - self._live)
 
 
 SETTINGS = {
@@ -280,7 +282,8 @@ def run_setting(setting: str, device: torch.device, rounds: int, iterations: int
 def to_markdown(rows: list[dict], device: torch.device, clock: str = "wall") -> str:
     measured = "wall time" if clock == "wall" else "CPU time of the process"
     lines = header(device, measured, "iteration") + [
-        "Peak MiB: " + ("`torch.cuda.max_memory_allocated` over an experience (weights, optimizer state, transients)."
+        "Peak MiB: " + ("device memory allocated during a training iteration above what was live at its start "
+                        "(the step's transients; `torch.cuda.max_memory_allocated`), largest over the timed iterations."
                         if device.type == "cuda" else
                         "host memory allocated during one training iteration above what was live at its start "
                         "(the step's transients; `torch.profiler` memory events)."), "",
