@@ -11,9 +11,10 @@ that rounds differently, a checkpoint that cannot be moved):
 * **importance** — AdaHAT and FG-AdaHAT with each of the 23 importance types train two
   tasks: every parameter, buffer and accumulated importance stays on the device and finite,
   and every importance row has a non-zero maximum.
-* **cpu-agreement** — HAT, AdaHAT and FG-AdaHAT trained from the same seed on the CPU and on
-  the device: largest difference of the accuracy matrices (different kernels round
-  differently, so not bit-equal; a wrong formula on one side shows as a large gap).
+* **cpu-agreement** — HAT, AdaHAT and FG-AdaHAT trained from the same seed on the same
+  batches on the CPU and on the device (two tasks, one epoch each): every float parameter and
+  buffer within 1e-3 of the CPU's (different kernels round differently, so not bit-equal; a
+  formula that differs between devices shows as a gap of the order of the weights).
 * **checkpoint** — a strategy trained on the device, saved with the package's
   ``save_checkpoint`` and loaded onto the CPU with ``map_location="cpu"``: the outputs on every
   trained task equal the device's to float tolerance, and training continues there.
@@ -131,25 +132,31 @@ def check_importance(device: torch.device, importance_type: str | None) -> tuple
     return ok, f"on device: {on_device}; finite: {finite}; importance rows non-zero: {rows_ok}; 2 tasks in {seconds * 1000:.0f} ms"
 
 
-def _accuracy_matrix(name: str, device: torch.device, tasks: int = 3) -> list[list[float]]:
+def _train_two_tasks(name: str, device: torch.device) -> tuple[dict[str, torch.Tensor], list[float]]:
     set_seed(0)
     bench = split_digits(5)
     model = HATMLP(64, (32, 32))
-    strategy = STRATEGIES[name](model=model, optimizer=torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9),
-                                train_mb_size=32, train_epochs=2, eval_mb_size=512, evaluator=_quiet(), device=device)
-    matrix = []
-    for exp in bench.train_stream[:tasks]:
+    strategy = STRATEGIES[name](model=model, optimizer=torch.optim.Adam(model.parameters(), lr=1e-2), train_mb_size=32,
+                                train_epochs=1, eval_mb_size=512, evaluator=_quiet(), device=device)
+    for exp in bench.train_stream[:2]:
         strategy.train(exp)
-        results = strategy.eval(bench.test_stream[:tasks])
-        matrix.append([results[f"Top1_Acc_Exp/eval_phase/test_stream/Task{j:03d}/Exp{j:03d}"] for j in range(tasks)])
-    return matrix
+    results = strategy.eval(bench.test_stream[:2])
+    accuracies = [results[f"Top1_Acc_Exp/eval_phase/test_stream/Task{j:03d}/Exp{j:03d}"] for j in range(2)]
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items() if v.is_floating_point()}
+    return state, accuracies
 
 
-def check_cpu_agreement(device: torch.device, name: str, tolerance: float = 0.03) -> tuple[bool, str]:
-    on_device, on_cpu = _accuracy_matrix(name, device), _accuracy_matrix(name, torch.device("cpu"))
-    gap = max(abs(a - b) for row_d, row_c in zip(on_device, on_cpu) for a, b in zip(row_d, row_c))
-    final = ", ".join(f"{a:.3f}/{b:.3f}" for a, b in zip(on_device[-1], on_cpu[-1]))
-    return gap <= tolerance, f"largest accuracy gap {gap:.4f} (≤ {tolerance}); final row device/cpu: {final}"
+def check_cpu_agreement(device: torch.device, name: str, tolerance: float = 1e-3) -> tuple[bool, str]:
+    """Same seed, same batches (the loader shuffles on the CPU generator), two tasks of one epoch:
+    every float parameter and buffer (weights, embeddings, masks, importances) within
+    ``tolerance`` of the CPU's. Different kernels round differently, so not bit-equal; a
+    formula that differs between devices shows as a gap of the order of the weights."""
+    (on_device, acc_device), (on_cpu, acc_cpu) = _train_two_tasks(name, device), _train_two_tasks(name, torch.device("cpu"))
+    gaps = {k: float((on_device[k] - on_cpu[k]).abs().max()) for k in on_cpu if on_cpu[k].numel()}
+    worst = max(gaps, key=gaps.get)
+    accuracy = ", ".join(f"{a:.3f}/{b:.3f}" for a, b in zip(acc_device, acc_cpu))
+    return gaps[worst] <= tolerance, (f"largest state gap {gaps[worst]:.1e} in `{worst}` (≤ {tolerance:g}) over {len(gaps)} "
+                                      f"tensors; accuracy device/cpu: {accuracy}")
 
 
 def check_checkpoint_to_cpu(device: torch.device, name: str) -> tuple[bool, str]:

@@ -13,10 +13,12 @@ With the soft training mask ``m_l`` and the cumulative mask ``M_l`` of earlier t
 the new task away from units earlier tasks hold, leaving the shared units frozen but
 unused. The factor is applied once.
 
-Speed: ``M`` is constant within an experience, so :class:`MaskSparsityRegularizer` packs
-it once; a step then costs a handful of vectorised ops on the flat mask of all layers
-(per-layer sums by one ``index_add``), and no host synchronisation (thresholds via
-``torch.where``).
+Speed: ``M`` is constant within an experience, so everything but the soft mask is folded
+once into two weight tensors (:class:`MaskSparsityRegularizer`): with ``m`` the flat soft
+mask of all layers, a step costs ``reg = w · m`` (one dot product, the thresholds, the
+factor and the ``cross`` term folded into ``w``) and, only when a rule or a metric asks for
+it, ``R = W m`` (one matrix-vector product, ``W[l, i] = (1 − M[i]) / avail_l`` on layer l's
+units, 0 elsewhere and for layers with at most 10 free units). No host synchronisation.
 """
 
 from __future__ import annotations
@@ -29,9 +31,9 @@ MASK_SPARSITY_REG_MODES = ("original", "cross")
 MIN_AVAILABLE_UNITS = 10
 
 
-def _ratio_if_enough(numerator: torch.Tensor, denominator: torch.Tensor) -> torch.Tensor:
-    enough = denominator > MIN_AVAILABLE_UNITS
-    return torch.where(enough, numerator / denominator.clamp_min(1.0), torch.zeros_like(numerator))
+def _inverse_if(condition: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+    """``1 / value`` where ``condition`` holds, else 0 (elementwise, no host synchronisation)."""
+    return torch.where(condition, 1.0 / value.clamp_min(1.0), torch.zeros_like(value))
 
 
 class MaskSparsityRegularizer:
@@ -43,27 +45,31 @@ class MaskSparsityRegularizer:
         self.mode = mode
         used = torch.cat([cumulative_masks[k].reshape(-1) for k in self.keys])
         sizes = torch.tensor([cumulative_masks[k].numel() for k in self.keys], device=used.device)
-        self.segments = torch.repeat_interleave(torch.arange(len(self.keys), device=used.device), sizes)
-        self.free = 1.0 - used
-        self.available = torch.zeros(len(self.keys), device=used.device).index_add_(0, self.segments, self.free)
-        self.total_available = self.available.sum()
-        self.used = used
-        self.total_used = used.sum()
+        segments = torch.repeat_interleave(torch.arange(len(self.keys), device=used.device), sizes)
+        free = 1.0 - used
+        available = torch.zeros(len(self.keys), device=used.device).index_add_(0, segments, free)
+        # R_l = Σ_{i∈l} m_i (1 − M_i) / avail_l  (0 when avail_l ≤ 10): one row of W per layer
+        per_layer = free * _inverse_if(available > MIN_AVAILABLE_UNITS, available)[segments]
+        self.sparsity_weights = torch.zeros(len(self.keys), used.numel(), device=used.device)
+        self.sparsity_weights[segments, torch.arange(used.numel(), device=used.device)] = per_layer
+        # reg = c · Σ_i m_i (1 − M_i) / Σ avail  (0 when Σ avail ≤ 10)
+        total_available = available.sum()
+        weights = free * _inverse_if(total_available > MIN_AVAILABLE_UNITS, total_available)
+        if mode == "cross":  # + c · Σ_i m_i M_i / Σ_i M_i  (0 while no unit is used)
+            total_used = used.sum()
+            weights = weights + used * _inverse_if(total_used > 0, total_used)
+        self.weights = factor * weights
 
-    def __call__(self, flat_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(reg, R)``: ``reg`` keeps its graph; ``R`` (one value per layer) is detached."""
-        occupied = torch.zeros_like(self.available).index_add(0, self.segments, flat_mask * self.free)
-        sparsity = _ratio_if_enough(occupied.detach(), self.available)
-        reg = _ratio_if_enough(occupied.sum(), self.total_available)
-        if self.mode == "cross":
-            overlap = (flat_mask * self.used).sum()
-            reg = reg + torch.where(
-                self.total_used > 0, overlap / self.total_used.clamp_min(1.0), torch.zeros_like(reg)
-            )
-        return self.factor * reg, sparsity
+    def __call__(self, flat_mask: torch.Tensor) -> torch.Tensor:
+        """``reg`` (differentiable in ``flat_mask``)."""
+        return torch.dot(self.weights, flat_mask)
+
+    def sparsity(self, flat_mask: torch.Tensor) -> torch.Tensor:
+        """``R``, one value per layer, detached."""
+        return torch.mv(self.sparsity_weights, flat_mask.detach())
 
     def per_layer(self, sparsity: torch.Tensor) -> dict[str, torch.Tensor]:
-        """``{layer: R_l}`` (0-d views) from the vector ``R`` of :meth:`__call__`."""
+        """``{layer: R_l}`` (0-d views) from the vector ``R`` of :meth:`sparsity`."""
         return dict(zip(self.keys, sparsity.unbind()))
 
 
@@ -75,5 +81,5 @@ def mask_sparsity_regularizer(
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Return ``(reg, {layer: R_l})`` for per-layer dicts (see module doc)."""
     regularizer = MaskSparsityRegularizer(cumulative_masks, factor, mode)
-    reg, sparsity = regularizer(torch.cat([masks[k].reshape(-1) for k in regularizer.keys]))
-    return reg, regularizer.per_layer(sparsity)
+    flat_mask = torch.cat([masks[k].reshape(-1) for k in regularizer.keys])
+    return regularizer(flat_mask), regularizer.per_layer(regularizer.sparsity(flat_mask))

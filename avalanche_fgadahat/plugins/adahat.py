@@ -25,7 +25,13 @@ from .rules import RateRule
 
 
 def _intensity(plugin: "AdaHATPlugin", key: str) -> torch.Tensor:
-    return plugin.adjustment_intensity / (plugin.epsilon + plugin.layer_sparsity[key])
+    """``r_l = α / (ε + R_l)``, computed for all layers at once, once per step."""
+    sparsity = plugin.layer_sparsity
+    if plugin._intensity_source is not sparsity:
+        values = plugin.adjustment_intensity / (plugin.epsilon + torch.stack(list(sparsity.values())))
+        plugin._intensity = dict(zip(sparsity, values.unbind()))
+        plugin._intensity_source = sparsity
+    return plugin._intensity[key]
 
 
 def _soft_rate(measure: torch.Tensor, r) -> torch.Tensor:
@@ -98,6 +104,8 @@ class AdaHATPlugin(HATPlugin):
             check_finite_loss=check_finite_loss,
         )
         self.task_position = 1
+        self._intensity_source: dict[str, torch.Tensor] | None = None
+        self._intensity: dict[str, torch.Tensor] = {}
 
     def _prepare_rates(self, model: HATBackbone) -> None:
         self.task_position = len(model.trained_tasks()) + 1

@@ -124,7 +124,8 @@ class HATPlugin(SupervisedPlugin):
         self.check_finite_loss = bool(check_finite_loss)
         self.task: int | None = None
         self.gate_scale: float | None = None
-        self.layer_sparsity: dict[str, torch.Tensor] = {}
+        self._sparsity_pending: torch.Tensor | None = None
+        self.layer_sparsity = {}
         self._num_batches = 1
         self._entries: list[tuple[torch.nn.Parameter, torch.Tensor, str]] = []
         self._constant_rates: list[torch.Tensor] | None = None
@@ -294,6 +295,23 @@ class HATPlugin(SupervisedPlugin):
         """Extra end-of-experience work of subclasses (runs after the mask is stored)."""
 
     # ------------------------------------------------------------------ per step
+    @property
+    def layer_sparsity(self) -> dict[str, torch.Tensor]:
+        """``{layer: R_l}`` of the current step (the regulariser's per-layer values, detached).
+
+        Computed on the first read after the step's regulariser (one matrix-vector product):
+        HAT's own rules never read it, so HAT does not pay for it.
+        """
+        if self._sparsity_pending is not None:
+            flat_mask, self._sparsity_pending = self._sparsity_pending, None
+            self._layer_sparsity = self._regularizer.per_layer(self._regularizer.sparsity(flat_mask))
+        return self._layer_sparsity
+
+    @layer_sparsity.setter
+    def layer_sparsity(self, value: dict[str, torch.Tensor]) -> None:
+        self._sparsity_pending = None
+        self._layer_sparsity = dict(value)
+
     def before_training_epoch(self, strategy, **kwargs) -> None:
         self._num_batches = len(strategy.dataloader)
 
@@ -315,10 +333,9 @@ class HATPlugin(SupervisedPlugin):
                 "is cleared). Lower the learning rate or check the inputs for NaN/inf, then "
                 "train the experience again"
             )
-        reg, sparsity = self._regularizer(model.last_mask_flat)
-        self.layer_sparsity = self._regularizer.per_layer(sparsity)
         self._step_capacity = None
-        strategy.loss = strategy.loss + reg
+        self._sparsity_pending = model.last_mask_flat.detach()
+        strategy.loss = strategy.loss + self._regularizer(model.last_mask_flat)
 
     def after_backward(self, strategy, **kwargs) -> None:
         model = unwrap_hat_model(strategy.model)
