@@ -204,6 +204,38 @@ def test_hat_random_rates_are_fresh_and_bounded():
     assert not torch.equal(grads[0][:25], grads[1][:25])
 
 
+# ---------------------------------------------------------------- conv mask folded into the kernel
+def _alexnet_pass(model, x, embedding, scale, train):
+    """Logits, and the gradients of the weights and of the embedding, in train or eval mode."""
+    model.train(train)
+    model.zero_grad()
+    e = embedding.clone().requires_grad_(True)
+    masks = model.split_units(torch.sigmoid(scale * e))
+    out = model.classifier(model.forward_features(x, masks, 0), 0)
+    (out * torch.linspace(-1, 1, out.shape[1])).sum().backward()
+    return out.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}, e.grad
+
+
+@pytest.mark.parametrize("scale", [0.5, 400.0])
+def test_conv_mask_folded_into_kernel_equals_masked_feature_map(scale):
+    """Training folds the mask into the conv kernel, conv_{W·m,b·m}(x) = conv(x)·m; eval mode
+    masks the feature map. Same logits and same gradients (weights, biases, embedding)."""
+    torch.manual_seed(0)
+    model = HATAlexNet((3, 20, 20), conv_channels=(8, 16, 16), kernel_sizes=(3, 3, 2), fc_sizes=(32,),
+                       conv_dropout=0.0, fc_dropout=0.0)
+    avalanche_model_adaptation(model, split_digits(5).train_stream[0])
+    x = torch.randn(5, 3, 20, 20)
+    embedding = torch.randn(model.task_embeddings.numel()) * 0.05
+    folded = _alexnet_pass(model, x, embedding, scale, train=True)
+    masked_map = _alexnet_pass(model, x, embedding, scale, train=False)
+    torch.testing.assert_close(folded[0], masked_map[0], rtol=1e-5, atol=1e-6)
+    assert folded[1].keys() == masked_map[1].keys() and "convs.0.weight" in folded[1]
+    for name in folded[1]:
+        torch.testing.assert_close(folded[1][name], masked_map[1][name], rtol=1e-4, atol=1e-6, msg=name)
+    torch.testing.assert_close(folded[2], masked_map[2], rtol=1e-4, atol=1e-6)
+    assert float(folded[2].abs().max()) > 0  # the embedding gradient flows through the folded kernel
+
+
 # ---------------------------------------------------------------- frozen outputs
 def _outputs_per_task(model, bench):
     model.eval()

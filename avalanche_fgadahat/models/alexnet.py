@@ -71,7 +71,7 @@ class HATAlexNet(HATBackbone):
         h = x
         for index, conv in enumerate(self.convs):
             key = f"conv{index}"
-            h = torch.relu(self._gate(key, conv(h), masks))
+            h = torch.relu(self._masked_conv(key, conv, h, masks))
             self._record(key, h)
             h = self.conv_dropouts[index](self.pool(h))
         h = h.flatten(1)

@@ -228,6 +228,24 @@ class HATBackbone(MultiTaskModule):
             mask = mask.view(1, -1, *([1] * (pre_activation.dim() - 2)))
         return pre_activation * mask
 
+    def _masked_conv(self, key: str, conv: nn.Conv2d, x: torch.Tensor, masks: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """``conv(x) · m`` for a conv whose output is gated directly (no normalisation between).
+
+        In training the mask is folded into the kernel: ``conv_{W·m, b·m}(x) = conv(x) · m``
+        (a convolution is linear in its kernel and bias, and output channel c has its own
+        ``W[c], b[c]``), so the product costs ``C_out·C_in·k²`` multiplications instead of
+        ``B·C_out·H·W`` and no extra feature map is kept for the backward pass (HAT Eq. (2)
+        unchanged; ``docs/benchmark.md``). In eval mode (testing, and the attribution passes
+        of ``importance/attribution.py``) the conv module itself runs and its output is
+        masked, so forward hooks on the conv see its pre-mask output.
+        """
+        if not self.training:
+            return self._gate(key, conv(x), masks)
+        mask = masks[key]
+        weight = conv.weight * mask.view(-1, *([1] * (conv.weight.dim() - 1)))
+        bias = conv.bias * mask if conv.bias is not None else None
+        return conv._conv_forward(x, weight, bias)
+
     def _record(self, key: str, activation: torch.Tensor) -> None:
         if self.record_activations and self.training:
             self.last_activations[key] = activation
