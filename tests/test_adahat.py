@@ -29,6 +29,7 @@ from avalanche_fgadahat.data import split_digits
 from avalanche_fgadahat.masking import ParamLayout
 from avalanche_fgadahat.models import HATAlexNet, HATMLP
 from avalanche_fgadahat.models.base import HATBackbone
+from avalanche_fgadahat.plugins.hat import _groups_up_to_largest
 
 pytestmark = pytest.mark.filterwarnings("ignore:No loggers specified")
 
@@ -138,6 +139,28 @@ def test_adahat_rates_against_hand_computation(kind, mode):
     assert plugin.network_capacity() == pytest.approx(float(sum(r.sum() for r in expected)) / count, rel=1e-6)
     if kind == "no_bias":
         assert count == 3 * 4 + 4 * 2 + 2
+
+
+@pytest.mark.parametrize("kind", sorted(MODELS))
+def test_list_form_of_the_step_rates_equals_the_per_parameter_rates(kind):
+    """The step applies ``adahat_rates`` (``torch._foreach_*``, in groups); capacity and
+    every other reader use ``adahat_rate`` per parameter: the same numbers, bit for bit."""
+    torch.manual_seed(0)
+    model = MODELS[kind]()
+    summative, sparsity = _set_state(model, trained=2)
+    plugin = AdaHATPlugin(adjustment_intensity=ALPHA, epsilon=EPSILON)
+    applied = _applied_rates(plugin, model, sparsity)
+    per_parameter = [plugin.rule.rate(plugin, m, k).expand_as(m) for _, m, k in plugin._entries]
+    assert len(applied) == len(per_parameter) and all(torch.equal(a, b) for a, b in zip(applied, per_parameter))
+    assert any(float(r.min()) < 0.9 for r in per_parameter)  # not trivially 1
+    assert sorted(i for g in plugin._rate_groups for i in g) == list(range(len(plugin._entries)))
+
+
+def test_rate_groups_keep_temporaries_within_the_largest_parameter():
+    assert _groups_up_to_largest([5, 2, 2, 1, 6, 3]) == [[0], [1, 2, 3], [4], [5]]
+    assert _groups_up_to_largest([1, 1, 1]) == [[0], [1], [2]]
+    assert _groups_up_to_largest([4, 1, 1, 2]) == [[0], [1, 2, 3]]
+    assert _groups_up_to_largest([]) == []
 
 
 def test_capacity_is_cached_per_step_and_refreshed_by_the_next_regulariser():

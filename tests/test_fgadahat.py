@@ -17,6 +17,7 @@ from avalanche.training.plugins import EvaluationPlugin
 from avalanche_fgadahat import FGAdaHAT, FGAdaHATPlugin
 from avalanche_fgadahat.data import split_digits
 from avalanche_fgadahat.importance import IMPORTANCE_TYPES, StepContext, min_max_normalize
+from avalanche_fgadahat.importance.normalize import min_max_normalize_all
 from avalanche_fgadahat.models import HATMLP
 
 IN_PASS = [
@@ -163,6 +164,16 @@ def test_min_max_normalize_hand_values():
 
 # ---------------------------------------------------------------- rate, schedulers, aggregations
 AGG = {"min": min, "max": max, "mean": lambda a, b: (a + b) / 2}
+
+
+def test_min_max_normalize_all_layers_at_once_equals_one_at_a_time():
+    torch.manual_seed(0)
+    xs = [torch.rand(7) * 5, torch.full((3,), 2.5), torch.randn(1), torch.rand(40) * 1e-9]
+    together = min_max_normalize_all(xs)
+    assert len(together) == len(xs)
+    assert all(torch.equal(a, min_max_normalize(x)) for a, x in zip(together, xs))
+    assert float(together[0].max()) > 0.99 and torch.equal(together[1], torch.zeros(3))
+    assert min_max_normalize_all([]) == []
 
 
 @pytest.mark.parametrize("scheduler", ["linear_sparsity_reg", "sparsity_reg", "summative_mask_sparsity_reg"])

@@ -24,36 +24,46 @@ from .hat import HATPlugin
 from .rules import RateRule
 
 
-def _intensity(plugin: "AdaHATPlugin", key: str) -> torch.Tensor:
-    """``r_l = α / (ε + R_l)``, computed for all layers at once, once per step."""
+def _inverse_intensity(plugin: "AdaHATPlugin", key: str) -> torch.Tensor:
+    """``1 / r_l = (ε + R_l) / α``, computed for all layers at once, once per step."""
     sparsity = plugin.layer_sparsity
     if plugin._intensity_source is not sparsity:
-        values = plugin.adjustment_intensity / (plugin.epsilon + torch.stack(list(sparsity.values())))
-        plugin._intensity = dict(zip(sparsity, values.unbind()))
+        values = (plugin.epsilon + torch.stack(list(sparsity.values()))) / plugin.adjustment_intensity
+        plugin._inverse_intensities = dict(zip(sparsity, values.unbind()))
         plugin._intensity_source = sparsity
-    return plugin._intensity[key]
+    return plugin._inverse_intensities[key]
 
 
-def _soft_rate(measure: torch.Tensor, r) -> torch.Tensor:
-    """``r / (measure + r)`` with one temporary of the parameter's size (the quotient is written
-    into the denominator); exactly 1 where ``measure`` is 0."""
-    denominator = torch.add(measure, r)
-    if not isinstance(r, torch.Tensor):
-        r = torch.tensor(r, dtype=measure.dtype, device=measure.device)
-    return torch.div(r, denominator, out=denominator)
+def soft_rate(measure: torch.Tensor, inverse_r) -> torch.Tensor:
+    """``r / (P + r)`` written as ``1 / (1 + P · (1/r))``: one temporary of the parameter's
+    size, updated in place, and exactly 1 where ``P`` is 0."""
+    return torch.mul(measure, inverse_r).add_(1.0).reciprocal_()
 
 
-def _adahat(plugin: "AdaHATPlugin", measure: torch.Tensor, key: str) -> torch.Tensor:
-    return _soft_rate(measure, _intensity(plugin, key))
+def soft_rates(measures: list[torch.Tensor], inverse_rs: list[torch.Tensor]) -> list[torch.Tensor]:
+    """:func:`soft_rate` for a list of parameters, by ``torch._foreach_*`` ops."""
+    rates = torch._foreach_mul(measures, inverse_rs)
+    torch._foreach_add_(rates, 1.0)
+    torch._foreach_reciprocal_(rates)
+    return rates
+
+
+def adahat_rate(plugin: "AdaHATPlugin", measure: torch.Tensor, key: str) -> torch.Tensor:
+    """``r_l / (P + r_l)`` with ``r_l = α / (ε + R_l)`` (FG-AdaHAT's rate too, with ε = b_R)."""
+    return soft_rate(measure, _inverse_intensity(plugin, key))
+
+
+def adahat_rates(plugin: "AdaHATPlugin", measures: list[torch.Tensor], keys: list[str]) -> list[torch.Tensor]:
+    """:func:`adahat_rate` for a list of parameters."""
+    return soft_rates(measures, [_inverse_intensity(plugin, key) for key in keys])
 
 
 def _adahat_no_sum(plugin: "AdaHATPlugin", measure: torch.Tensor, key: str) -> torch.Tensor:
-    r = _intensity(plugin, key)
-    return r / (plugin.task_position + r)
+    return (_inverse_intensity(plugin, key) * plugin.task_position).add_(1.0).reciprocal_()
 
 
 def _adahat_no_reg(plugin: "AdaHATPlugin", measure: torch.Tensor, key: str) -> torch.Tensor:
-    return _soft_rate(measure, plugin.adjustment_intensity / plugin.epsilon)
+    return soft_rate(measure, plugin.epsilon / plugin.adjustment_intensity)
 
 
 class AdaHATPlugin(HATPlugin):
@@ -70,7 +80,7 @@ class AdaHATPlugin(HATPlugin):
 
     ADJUSTMENT_MODES: Mapping[str, RateRule] = {
         **HATPlugin.ADJUSTMENT_MODES,
-        "adahat": RateRule("summative", _adahat, per_step=True),
+        "adahat": RateRule("summative", adahat_rate, per_step=True, batched=adahat_rates),
         "adahat_no_sum": RateRule("summative", _adahat_no_sum, per_step=True),
         "adahat_no_reg": RateRule("summative", _adahat_no_reg),
     }
@@ -105,7 +115,7 @@ class AdaHATPlugin(HATPlugin):
         )
         self.task_position = 1
         self._intensity_source: dict[str, torch.Tensor] | None = None
-        self._intensity: dict[str, torch.Tensor] = {}
+        self._inverse_intensities: dict[str, torch.Tensor] = {}
 
     def _prepare_rates(self, model: HATBackbone) -> None:
         self.task_position = len(model.trained_tasks()) + 1

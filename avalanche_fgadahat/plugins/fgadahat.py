@@ -32,22 +32,24 @@ import torch
 
 from .._validation import check_choice, check_flag, check_number
 from ..importance import IMPORTANCE_SCHEDULERS, IMPORTANCE_TYPES, REFERENCE_IMPORTANCE_TYPES, SUMMING_STRATEGIES
-from ..importance.normalize import min_max_normalize
+from ..importance.normalize import min_max_normalize_all
 from ..importance.registry import ImportanceType, StepContext
 from ..importance.summing import STRATEGY_PARAMETERS
 from ..masking.broadcast import AGGREGATIONS, broadcast
 from ..models.base import HATBackbone
-from .adahat import AdaHATPlugin
+from .adahat import AdaHATPlugin, adahat_rate, adahat_rates
 from .hat import unwrap_hat_model
 from .rules import RateRule
 
 
 def _fgadahat_rate(plugin: "FGAdaHATPlugin", measure: torch.Tensor, key: str) -> torch.Tensor:
-    """``α / ((R_l + b_R) · P·L + α)``; ``measure`` is the per-parameter ``P·L``."""
-    factor = plugin.layer_sparsity[key] + plugin.base_mask_sparsity_reg
-    alpha = plugin.adjustment_intensity
-    # one temporary of the parameter's size, updated in place (α · (1 / (c·P + α)))
-    return torch.mul(measure, factor).add_(alpha).reciprocal_().mul_(alpha)
+    """``α / ((R_l + b_R) · P·L + α)``; ``measure`` is the per-parameter ``P·L``.
+
+    Equal to ``1 / (1 + P·L · (R_l + b_R) / α)``: AdaHAT's soft rate with ``ε = b_R`` and the
+    importance in place of the summative mask, so both share :func:`adahat_rate` (and its
+    list form :func:`adahat_rates`, used in the training step).
+    """
+    return adahat_rate(plugin, measure, key)
 
 
 def resolve_importance_type(name: object) -> ImportanceType:
@@ -99,7 +101,7 @@ class FGAdaHATPlugin(AdaHATPlugin):
     """
 
     ADJUSTMENT_MODES: Mapping[str, RateRule] = {
-        "fgadahat": RateRule("importance", _fgadahat_rate, per_step=True),
+        "fgadahat": RateRule("importance", _fgadahat_rate, per_step=True, batched=adahat_rates),
     }
 
     def __init__(
@@ -261,18 +263,20 @@ class FGAdaHATPlugin(AdaHATPlugin):
     def accumulate_importance_(self, model: HATBackbone, ctx: StepContext) -> None:
         """Add this step's normalised (and mask-weighted) importance to the model buffers."""
         raw = self.importance.function(ctx)
+        states = model.unit_state
+        for key, state in states.items():
+            if key not in raw or raw[key].shape != state.importance_step_sum.shape:
+                got = None if key not in raw else tuple(raw[key].shape)
+                raise RuntimeError(
+                    f"importance type {self.importance_type!r} returned shape {got} for unit "
+                    f"group {key!r}; expected ({state.num_units},)"
+                )
         with torch.no_grad():
-            for key, state in model.unit_state.items():
-                if key not in raw or raw[key].shape != state.importance_step_sum.shape:
-                    got = None if key not in raw else tuple(raw[key].shape)
-                    raise RuntimeError(
-                        f"importance type {self.importance_type!r} returned shape {got} for unit "
-                        f"group {key!r}; expected ({state.num_units},)"
-                    )
-                step = min_max_normalize(raw[key].detach().to(state.importance_step_sum.dtype))
-                if self.step_multiply_training_mask:
-                    step = step * ctx.masks[key].detach()
-                state.importance_step_sum.add_(step)
+            sums = [state.importance_step_sum for state in states.values()]
+            steps = min_max_normalize_all([raw[key].detach().to(total.dtype) for key, total in zip(states, sums)])
+            if self.step_multiply_training_mask:
+                torch._foreach_mul_(steps, [ctx.masks[key].detach() for key in states])
+            torch._foreach_add_(sums, steps)
             model.importance_steps.add_(1)
 
     # ------------------------------------------------------------------ end of experience

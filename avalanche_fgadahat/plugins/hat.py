@@ -54,6 +54,22 @@ def _hat_const_alpha(plugin: "HATPlugin", measure: torch.Tensor, key: str) -> to
     return 1.0 - measure * (1.0 - plugin.alpha)
 
 
+def _groups_up_to_largest(sizes: list[int]) -> list[list[int]]:
+    """Consecutive index groups whose total size stays within the largest single size.
+
+    Per-step rates are computed a group at a time with ``torch._foreach_*`` ops, so the
+    temporaries of a step never exceed one rate tensor of the largest parameter.
+    """
+    limit, groups, total = max(sizes, default=0), [], 0
+    for index, size in enumerate(sizes):
+        if not groups or total + size > limit:
+            groups.append([])
+            total = 0
+        groups[-1].append(index)
+        total += size
+    return groups
+
+
 def unwrap_hat_model(model: Any) -> HATBackbone:
     """Return the HAT backbone of ``model`` (also through DataParallel-style ``.module``)."""
     inner = getattr(model, "module", model)
@@ -129,6 +145,7 @@ class HATPlugin(SupervisedPlugin):
         self._num_batches = 1
         self._entries: list[tuple[torch.nn.Parameter, torch.Tensor, str]] = []
         self._constant_rates: list[torch.Tensor] | None = None
+        self._rate_groups: list[list[int]] = []
         self._constant_capacity: float | None = None
         self._step_capacity: float | None = None
         self._experience_start: ModelSnapshot | None = None
@@ -241,6 +258,7 @@ class HATPlugin(SupervisedPlugin):
             self._entries.append((layout.weight, weight_measure.contiguous(), layout.out_key))
             if bias_measure is not None:
                 self._entries.append((layout.bias, bias_measure, layout.out_key))
+        self._rate_groups = _groups_up_to_largest([m.numel() for _, m, _ in self._entries])
         if not rule.per_step:
             self._constant_rates = [rule.rate(self, m, k) for _, m, k in self._entries]
             self._constant_capacity = self._mean_rate(self._constant_rates)
@@ -354,9 +372,16 @@ class HATPlugin(SupervisedPlugin):
                 torch._foreach_mul_(grads, rates)
             return
         rule = self.rule
-        for param, measure, key in self._entries:
-            if param.grad is not None:
-                param.grad.mul_(rule.rate(self, measure, key))
+        if rule.batched is None:
+            for param, measure, key in self._entries:
+                if param.grad is not None:
+                    param.grad.mul_(rule.rate(self, measure, key))
+            return
+        for group in self._rate_groups:
+            live = [self._entries[i] for i in group if self._entries[i][0].grad is not None]
+            if live:
+                rates = rule.batched(self, [m for _, m, _ in live], [k for _, _, k in live])
+                torch._foreach_mul_([p.grad for p, _, _ in live], rates)
 
     def after_update(self, strategy, **kwargs) -> None:
         if self.embedding_clamp is not None:
