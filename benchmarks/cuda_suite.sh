@@ -1,22 +1,30 @@
 #!/usr/bin/env bash
-# Every CUDA table of docs/benchmark.md in one go, on a GPU machine:
-#     benchmarks/cuda_suite.sh OUTDIR        (PYTHON=... to choose the interpreter)
-# Writes step_time_cuda_{mlp,alexnet}.md, attribution_cuda_{mlp,alexnet,alexnet_fa}.md and
-# device_check_cuda.md into OUTDIR. Each script runs under its own time limit, so one slow
-# table does not take the others with it.
+# The CUDA tables of docs/benchmark.md in one go, on a GPU machine:
+#     benchmarks/cuda_suite.sh OUTDIR [PART ...]     PART: mlp alexnet attribution check (default: all)
+# (PYTHON=... chooses the interpreter.) Writes step_time_cuda_{mlp,alexnet}.md,
+# attribution_cuda_{mlp,alexnet,alexnet_fa}.md and device_check_cuda.md into OUTDIR. Each
+# script runs under its own time limit, so one slow table does not take the others with it.
 set -u
-out=$(realpath -m "${1:?usage: benchmarks/cuda_suite.sh OUTDIR}")
+out=$(realpath -m "${1:?usage: benchmarks/cuda_suite.sh OUTDIR [PART ...]}")
+shift
+parts=${*:-mlp alexnet attribution check}
 py=${PYTHON:-python3}
 mkdir -p "$out"
 cd "$(dirname "$0")"
 run() { local limit=$1; shift; echo "== $*"; timeout "$limit" "$py" "$@" || echo "== exit $? for: $*"; }
-run 120 step_time.py --device cuda --setting mlp --rounds 5 --iterations 100 --slow-iterations 10 \
-    --importance all --out "$out/step_time_cuda_mlp.md"
-run 120 device_check.py --device cuda --out "$out/device_check_cuda.md"
-run 45 attribution_cost.py --device cuda --setting mlp --repeats 3 --out "$out/attribution_cuda_mlp.md"
-run 60 step_time.py --device cuda --setting alexnet --rounds 4 --iterations 50 --slow-iterations 5 \
-    --importance in-pass --out "$out/step_time_cuda_alexnet.md"
-run 60 attribution_cost.py --device cuda --setting alexnet --repeats 3 --out "$out/attribution_cuda_alexnet.md" \
-    --importance gradient_x_activation_abs,conductance_abs,internal_influence_abs,gradcam_abs,deeplift_abs,deepliftshap_abs,gradientshap_abs,integrated_gradients_abs,lrp_abs
-run 45 attribution_cost.py --device cuda --setting alexnet --repeats 1 --importance feature_ablation_abs \
-    --out "$out/attribution_cuda_alexnet_fa.md"
+for part in $parts; do
+  case $part in
+    mlp) run 200 step_time.py --device cuda --setting mlp --rounds 5 --iterations 100 --slow-iterations 10 \
+           --optimizer adam adam-fused --importance all --out "$out/step_time_cuda_mlp.md" ;;
+    alexnet) run 90 step_time.py --device cuda --setting alexnet --rounds 4 --iterations 50 \
+           --optimizer adam adam-fused --importance in-pass --out "$out/step_time_cuda_alexnet.md" ;;
+    attribution)
+      run 45 attribution_cost.py --device cuda --setting mlp --repeats 3 --out "$out/attribution_cuda_mlp.md"
+      run 60 attribution_cost.py --device cuda --setting alexnet --repeats 3 --out "$out/attribution_cuda_alexnet.md" \
+        --importance gradient_x_activation_abs,conductance_abs,internal_influence_abs,gradcam_abs,deeplift_abs,deepliftshap_abs,gradientshap_abs,integrated_gradients_abs,lrp_abs
+      run 45 attribution_cost.py --device cuda --setting alexnet --repeats 1 --importance feature_ablation_abs \
+        --out "$out/attribution_cuda_alexnet_fa.md" ;;
+    check) run 150 device_check.py --device cuda --out "$out/device_check_cuda.md" ;;
+    *) echo "unknown part $part (mlp alexnet attribution check)"; exit 2 ;;
+  esac
+done
