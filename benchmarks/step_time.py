@@ -126,7 +126,8 @@ class IterationTimer(SupervisedPlugin):
 
     Peak memory, the step's transients (activations, gradients, masks, rates, importance
     temporaries) above what was live at the iteration's start: on CUDA, of every timed
-    iteration, from ``max_memory_allocated`` after ``reset_peak_memory_stats`` (host-side calls,
+    iteration from the 3rd of an experience on (the first step also allocates the optimizer
+    state, which the HAT family clears at each experience), from ``max_memory_allocated`` after ``reset_peak_memory_stats`` (host-side calls,
     outside the timed span); on the CPU, when ``profile_memory`` is set, the host
     allocations of one iteration (the 3rd of the experience, profiled with the 2nd) above what
     was live at its start (the step's transients: activations, gradients, masks, rates,
@@ -187,7 +188,7 @@ class IterationTimer(SupervisedPlugin):
             return
         synchronize(self.device)
         self.times.append(self.clock() - self._start)
-        if self.device.type == "cuda":
+        if self.device.type == "cuda" and self._iteration >= 3:  # the 1st step allocates the optimizer state
             self.peaks.append(torch.cuda.max_memory_allocated(self.device) - self._live)
 
 
@@ -283,7 +284,8 @@ def to_markdown(rows: list[dict], device: torch.device, clock: str = "wall") -> 
     measured = "wall time" if clock == "wall" else "CPU time of the process"
     lines = header(device, measured, "iteration") + [
         "Peak MiB: " + ("device memory allocated during a training iteration above what was live at its start "
-                        "(the step's transients; `torch.cuda.max_memory_allocated`), largest over the timed iterations."
+                        "(the step's transients; `torch.cuda.max_memory_allocated`), largest over the timed iterations "
+                        "from the 3rd of each experience on."
                         if device.type == "cuda" else
                         "host memory allocated during one training iteration above what was live at its start "
                         "(the step's transients; `torch.profiler` memory events)."), "",

@@ -204,6 +204,20 @@ def test_hat_random_rates_are_fresh_and_bounded():
     assert not torch.equal(grads[0][:25], grads[1][:25])
 
 
+# ---------------------------------------------------------------- task embedding initialisation
+def test_task_embeddings_are_drawn_on_the_cpu_generator_and_last_keeps_them():
+    """Drawn on the CPU's global generator and copied to the model's device, so one seed gives
+    the same embeddings on every device (``benchmarks/device_check.py`` checks a GPU)."""
+    model = HATMLP(64, (32, 16)).double()
+    torch.manual_seed(7)
+    model.initialize_task_embeddings("U-11")
+    torch.manual_seed(7)
+    expected = torch.empty(48, dtype=torch.float64).uniform_(-1.0, 1.0)
+    assert torch.equal(model.task_embeddings.detach(), expected)
+    model.initialize_task_embeddings("last")
+    assert torch.equal(model.task_embeddings.detach(), expected)
+
+
 # ---------------------------------------------------------------- conv mask folded into the kernel
 def _alexnet_pass(model, x, embedding, scale, train):
     """Logits, and the gradients of the weights and of the embedding, in train or eval mode."""

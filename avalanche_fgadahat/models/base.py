@@ -55,7 +55,7 @@ TASK_EMBEDDING_INITIALIZERS = {
     "U-11": lambda e: nn.init.uniform_(e, -1.0, 1.0),
     "U01": lambda e: nn.init.uniform_(e, 0.0, 1.0),
     "U-10": lambda e: nn.init.uniform_(e, -1.0, 0.0),
-    "last": lambda e: None,
+    "last": None,  # keep the previous task's embedding
 }
 
 
@@ -140,12 +140,21 @@ class HATBackbone(MultiTaskModule):
         return dict(zip(self.unit_keys, flat.split(list(self.unit_sizes.values()))))
 
     def initialize_task_embeddings(self, mode: str = "N01") -> None:
-        """Re-initialise the embeddings for a new task (CLArena's ``task_embedding_init_mode``)."""
+        """Re-initialise the embeddings for a new task (CLArena's ``task_embedding_init_mode``).
+
+        The values are drawn on the CPU's global generator and copied to the model's device
+        (as ``nn.Linear`` weights are drawn at construction), so a seed gives the same
+        embeddings on every device; on the CPU the draw is the one ``nn.init`` makes in place.
+        """
         init = TASK_EMBEDDING_INITIALIZERS[
             check_choice("task_embedding_init_mode", mode, TASK_EMBEDDING_INITIALIZERS)
         ]
+        if init is None:
+            return
+        values = torch.empty(self.task_embeddings.shape, dtype=self.task_embeddings.dtype)
+        init(values)
         with torch.no_grad():
-            init(self.task_embeddings)
+            self.task_embeddings.copy_(values)
 
     def cumulative_masks(self) -> dict[str, torch.Tensor]:
         """``M^{<t}``: the union of the stored masks, per unit group."""
