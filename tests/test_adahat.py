@@ -143,8 +143,9 @@ def test_adahat_rates_against_hand_computation(kind, mode):
 
 @pytest.mark.parametrize("kind", sorted(MODELS))
 def test_list_form_of_the_step_rates_equals_the_per_parameter_rates(kind):
-    """The step applies ``adahat_rates`` (``torch._foreach_*``, in groups); capacity and
-    every other reader use ``adahat_rate`` per parameter: the same numbers, bit for bit."""
+    """The step applies ``adahat_adjust_`` (``torch._foreach_*``, in groups, dividing by
+    ``1 + P/r``); capacity and every other reader use ``adahat_rate`` per parameter: the same
+    numbers, bit for bit (on all-ones gradients ``1 / x`` is the reciprocal)."""
     torch.manual_seed(0)
     model = MODELS[kind]()
     summative, sparsity = _set_state(model, trained=2)
@@ -152,6 +153,12 @@ def test_list_form_of_the_step_rates_equals_the_per_parameter_rates(kind):
     applied = _applied_rates(plugin, model, sparsity)
     per_parameter = [plugin.rule.rate(plugin, m, k).expand_as(m) for _, m, k in plugin._entries]
     assert len(applied) == len(per_parameter) and all(torch.equal(a, b) for a, b in zip(applied, per_parameter))
+    grads = [torch.randn_like(m) for _, m, _ in plugin._entries]
+    for (param, _, _), grad in zip(plugin._entries, grads):
+        param.grad = grad.clone()
+    plugin.adjust_gradients_()
+    for (param, _, _), grad, rate in zip(plugin._entries, grads, per_parameter):
+        torch.testing.assert_close(param.grad, grad * rate, rtol=1e-6, atol=0)  # g / x vs g · (1/x): rounding only
     assert any(float(r.min()) < 0.9 for r in per_parameter)  # not trivially 1
     assert sorted(i for g in plugin._rate_groups for i in g) == list(range(len(plugin._entries)))
 

@@ -40,12 +40,11 @@ def soft_rate(measure: torch.Tensor, inverse_r) -> torch.Tensor:
     return torch.mul(measure, inverse_r).add_(1.0).reciprocal_()
 
 
-def soft_rates(measures: list[torch.Tensor], inverse_rs: list[torch.Tensor]) -> list[torch.Tensor]:
-    """:func:`soft_rate` for a list of parameters, by ``torch._foreach_*`` ops."""
-    rates = torch._foreach_mul(measures, inverse_rs)
-    torch._foreach_add_(rates, 1.0)
-    torch._foreach_reciprocal_(rates)
-    return rates
+def soft_rate_divisors(measures: list[torch.Tensor], inverse_rs: list[torch.Tensor]) -> list[torch.Tensor]:
+    """``1 + P · (1/r)`` for a list of parameters (the reciprocal of :func:`soft_rate`)."""
+    divisors = torch._foreach_mul(measures, inverse_rs)
+    torch._foreach_add_(divisors, 1.0)
+    return divisors
 
 
 def adahat_rate(plugin: "AdaHATPlugin", measure: torch.Tensor, key: str) -> torch.Tensor:
@@ -53,9 +52,12 @@ def adahat_rate(plugin: "AdaHATPlugin", measure: torch.Tensor, key: str) -> torc
     return soft_rate(measure, _inverse_intensity(plugin, key))
 
 
-def adahat_rates(plugin: "AdaHATPlugin", measures: list[torch.Tensor], keys: list[str]) -> list[torch.Tensor]:
-    """:func:`adahat_rate` for a list of parameters."""
-    return soft_rates(measures, [_inverse_intensity(plugin, key) for key in keys])
+def adahat_adjust_(
+    plugin: "AdaHATPlugin", grads: list[torch.Tensor], measures: list[torch.Tensor], keys: list[str]
+) -> None:
+    """``grad ← grad / (1 + P·(1/r_l))``, i.e. ``grad · adahat_rate``, for a list of parameters:
+    three passes over the parameters (multiply, add, divide) and one temporary per parameter."""
+    torch._foreach_div_(grads, soft_rate_divisors(measures, [_inverse_intensity(plugin, key) for key in keys]))
 
 
 def _adahat_no_sum(plugin: "AdaHATPlugin", measure: torch.Tensor, key: str) -> torch.Tensor:
@@ -80,7 +82,7 @@ class AdaHATPlugin(HATPlugin):
 
     ADJUSTMENT_MODES: Mapping[str, RateRule] = {
         **HATPlugin.ADJUSTMENT_MODES,
-        "adahat": RateRule("summative", adahat_rate, per_step=True, batched=adahat_rates),
+        "adahat": RateRule("summative", adahat_rate, per_step=True, adjust_=adahat_adjust_),
         "adahat_no_sum": RateRule("summative", _adahat_no_sum, per_step=True),
         "adahat_no_reg": RateRule("summative", _adahat_no_reg),
     }

@@ -37,7 +37,7 @@ from ..importance.registry import ImportanceType, StepContext
 from ..importance.summing import STRATEGY_PARAMETERS
 from ..masking.broadcast import AGGREGATIONS, broadcast
 from ..models.base import HATBackbone
-from .adahat import AdaHATPlugin, adahat_rate, adahat_rates
+from .adahat import AdaHATPlugin, adahat_adjust_, adahat_rate
 from .hat import unwrap_hat_model
 from .rules import RateRule
 
@@ -47,7 +47,7 @@ def _fgadahat_rate(plugin: "FGAdaHATPlugin", measure: torch.Tensor, key: str) ->
 
     Equal to ``1 / (1 + P·L · (R_l + b_R) / α)``: AdaHAT's soft rate with ``ε = b_R`` and the
     importance in place of the summative mask, so both share :func:`adahat_rate` (and its
-    list form :func:`adahat_rates`, used in the training step).
+    list form :func:`adahat_adjust_`, used in the training step).
     """
     return adahat_rate(plugin, measure, key)
 
@@ -101,7 +101,7 @@ class FGAdaHATPlugin(AdaHATPlugin):
     """
 
     ADJUSTMENT_MODES: Mapping[str, RateRule] = {
-        "fgadahat": RateRule("importance", _fgadahat_rate, per_step=True, batched=adahat_rates),
+        "fgadahat": RateRule("importance", _fgadahat_rate, per_step=True, adjust_=adahat_adjust_),
     }
 
     def __init__(

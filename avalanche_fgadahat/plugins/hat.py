@@ -372,7 +372,7 @@ class HATPlugin(SupervisedPlugin):
                 torch._foreach_mul_(grads, rates)
             return
         rule = self.rule
-        if rule.batched is None:
+        if rule.adjust_ is None:
             for param, measure, key in self._entries:
                 if param.grad is not None:
                     param.grad.mul_(rule.rate(self, measure, key))
@@ -380,8 +380,7 @@ class HATPlugin(SupervisedPlugin):
         for group in self._rate_groups:
             live = [self._entries[i] for i in group if self._entries[i][0].grad is not None]
             if live:
-                rates = rule.batched(self, [m for _, m, _ in live], [k for _, _, k in live])
-                torch._foreach_mul_([p.grad for p, _, _ in live], rates)
+                rule.adjust_(self, [p.grad for p, _, _ in live], [m for _, m, _ in live], [k for _, _, k in live])
 
     def after_update(self, strategy, **kwargs) -> None:
         if self.embedding_clamp is not None:

@@ -19,15 +19,17 @@ if TYPE_CHECKING:  # pragma: no cover
     from .hat import HATPlugin
 
 RateFunction = Callable[["HATPlugin", torch.Tensor, str], Any]
-BatchedRateFunction = Callable[["HATPlugin", list[torch.Tensor], list[str]], list[torch.Tensor]]
+GradientAdjustment = Callable[["HATPlugin", list[torch.Tensor], list[torch.Tensor], list[str]], None]
 
 
 @dataclass(frozen=True)
 class RateRule:
     """``rate(plugin, P, unit_key)``; ``per_step`` rules read batch state (e.g. ``R_l``).
 
-    ``batched(plugin, [P, ...], [unit_key, ...])`` is an optional list form of ``rate``
-    (same values; a test checks it).
+    ``adjust_(plugin, [grad, ...], [P, ...], [unit_key, ...])`` optionally applies the rates
+    of a list of parameters to their gradients in place, by ``torch._foreach_*`` ops (one
+    call per op, and on CUDA one kernel per op for the whole list); it must give the same
+    numbers as multiplying by ``rate`` (a test checks it).
 
     ``measure`` names the per-unit measure broadcast into ``P`` (see
     ``HATPlugin.UNIT_MEASURES``); ``None`` means the rate is 1 and nothing is done.
@@ -36,6 +38,5 @@ class RateRule:
     measure: str | None
     rate: RateFunction | None
     per_step: bool = False
-    #: the same rates for a list of parameters at once (``torch._foreach_*``: one call, and
-    #: on CUDA one kernel per op for the whole list); used per step where given
-    batched: BatchedRateFunction | None = None
+    #: the list form used in the training step where given (see above)
+    adjust_: GradientAdjustment | None = None
