@@ -274,3 +274,24 @@ def test_avalanche_save_checkpoint_works_after_package_import(bench, tmp_path):
     av_save(strategy, str(tmp_path / "av.ckpt"))
     fresh, start = av_load(_strategy("AdaHAT", 1, bench), str(tmp_path / "av.ckpt"))
     assert start == 1 and fresh.model.trained_tasks() == [0]
+
+
+def test_plugin_state_from_an_earlier_version_loads_and_trains(bench):
+    """A checkpoint written before ``layer_sparsity`` became a cached property (and before the
+    per-step caches existed) unpickles through ``__setstate__`` and trains the next task."""
+    strategy = _train(_strategy("FGAdaHAT", 0, bench), bench, n=1)
+    plugin = strategy.hat_plugin
+    old_state = dict(plugin.__dict__)
+    old_state["layer_sparsity"] = old_state.pop("_layer_sparsity")
+    for name in ("_sparsity_pending", "_rate_groups", "_intensity_source", "_inverse_intensities"):
+        del old_state[name]
+    revived = type(plugin).__new__(type(plugin))
+    revived.__setstate__(old_state)
+    assert revived.layer_sparsity.keys() == plugin.layer_sparsity.keys()
+    strategy.plugins[strategy.plugins.index(plugin)] = revived
+    assert strategy.hat_plugin is revived
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        strategy.train(bench.train_stream[1])
+    assert strategy.model.trained_tasks() == [0, 1]
+    assert revived._rate_groups and revived._intensity_source is revived.layer_sparsity

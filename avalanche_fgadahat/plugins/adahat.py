@@ -119,6 +119,11 @@ class AdaHATPlugin(HATPlugin):
         self._intensity_source: dict[str, torch.Tensor] | None = None
         self._inverse_intensities: dict[str, torch.Tensor] = {}
 
+    def __setstate__(self, state: dict) -> None:
+        state.setdefault("_intensity_source", None)
+        state.setdefault("_inverse_intensities", {})
+        super().__setstate__(state)
+
     def _prepare_rates(self, model: HATBackbone) -> None:
         self.task_position = len(model.trained_tasks()) + 1
         super()._prepare_rates(model)

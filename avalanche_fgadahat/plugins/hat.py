@@ -312,6 +312,16 @@ class HATPlugin(SupervisedPlugin):
     def _finish_experience(self, strategy, model: HATBackbone) -> None:
         """Extra end-of-experience work of subclasses (runs after the mask is stored)."""
 
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Load a plugin pickled by an earlier version (an Avalanche checkpoint): its
+        ``layer_sparsity`` was a plain attribute and the per-step caches did not exist."""
+        if "layer_sparsity" in state:
+            state["_layer_sparsity"] = state.pop("layer_sparsity")
+        state.setdefault("_sparsity_pending", None)
+        state.setdefault("_layer_sparsity", {})
+        state.setdefault("_rate_groups", [])
+        self.__dict__.update(state)
+
     # ------------------------------------------------------------------ per step
     @property
     def layer_sparsity(self) -> dict[str, torch.Tensor]:
