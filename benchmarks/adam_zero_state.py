@@ -4,8 +4,9 @@ HAT zeroes the gradients of the weights earlier tasks use, so Adam's second mome
 those weights stays exactly 0, and every step takes ``sqrt(v)`` of a mostly-zero tensor. On
 the CPU, torch's vectorised ``sqrt`` can be several times slower on zeros than on positive
 numbers (seen on this project's AVX-512 machine). This script measures it on the first
-layer's shape of the Permuted MNIST MLP (256 × 784): ``sqrt`` and one full Adam step, with
-all-positive and all-zero second moments.
+layer's shape of the Permuted MNIST MLP (256 × 784): ``sqrt`` and one full Adam step (torch's
+default ``foreach`` implementation and ``fused=True``), with all-positive and all-zero second
+moments.
 
     python benchmarks/adam_zero_state.py
 """
@@ -28,9 +29,9 @@ def _median_us(call, repeats: int = 200) -> float:
     return 1e6 * statistics.median(times)
 
 
-def adam_step_us(gradient: torch.Tensor) -> float:
+def adam_step_us(gradient: torch.Tensor, fused: bool = False) -> float:
     param = torch.nn.Parameter(torch.randn_like(gradient))
-    optimizer = torch.optim.Adam([param], lr=1e-3)
+    optimizer = torch.optim.Adam([param], lr=1e-3, fused=fused)
 
     def step():
         param.grad = gradient
@@ -50,6 +51,7 @@ def main() -> None:
     rows = [
         ("`torch.sqrt`", _median_us(positive.sqrt), _median_us(zeros.sqrt)),
         ("Adam step (gradient positive / zero, from fresh state)", adam_step_us(positive), adam_step_us(zeros)),
+        ("Adam step, `fused=True`", adam_step_us(positive, fused=True), adam_step_us(zeros, fused=True)),
     ]
     for name, a, b in rows:
         print(f"| {name} | {a:.1f} | {b:.1f} | {b / a:.2f}× |")
