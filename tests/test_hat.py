@@ -314,6 +314,50 @@ def _check_frozen(kind, optimizer):
     assert not torch.equal(first_weight.detach(), after_first)
 
 
+@pytest.mark.parametrize("optimizer", ["adam", "adamw"])
+def test_seeded_adam_second_moments_change_no_update(optimizer, monkeypatch):
+    """Adam's v seeded at 1e30 on frozen weights (a CPU speed fix): every parameter after three
+    tasks is bit-identical to a run without the seeding, and the seeding did happen."""
+    import avalanche_fgadahat.plugins.hat as hat_module
+    from avalanche_fgadahat.plugins.optimizer_state import seed_frozen_second_moments_
+
+    bench = split_digits(5)
+    states, seeded = [], []
+
+    def counting(optimizer_, rates):
+        seeded.append(seed_frozen_second_moments_(optimizer_, rates))
+        return seeded[-1]
+
+    for seeding in (counting, lambda optimizer_, rates: 0):
+        monkeypatch.setattr(hat_module, "seed_frozen_second_moments_", seeding)
+        torch.manual_seed(0)
+        model = HATMLP(64, (32, 32))
+        strategy = HAT(model=model, optimizer=OPTIMIZERS[optimizer](model.parameters()),
+                       train_mb_size=64, train_epochs=2, evaluator=quiet())
+        for exp in bench.train_stream[:3]:
+            strategy.train(exp)
+        states.append({k: v.clone() for k, v in model.state_dict().items()})
+    assert seeded == [0, 4, 4]  # nothing frozen at the first task; then both masked layers (weight, bias)
+    assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
+
+
+def test_seeded_second_moments_only_where_frozen_and_only_for_plain_cpu_adam():
+    from avalanche_fgadahat.plugins.optimizer_state import FROZEN_SECOND_MOMENT, seed_frozen_second_moments_
+
+    weight, bias = torch.nn.Parameter(torch.randn(3, 2)), torch.nn.Parameter(torch.randn(3))
+    rates = [(weight, torch.tensor([[0.0, 1.0], [1.0, 1.0], [0.0, 0.0]])), (bias, torch.tensor([1.0, 1.0, 1.0]))]
+    adam = torch.optim.Adam([weight, bias], lr=1e-3)
+    assert seed_frozen_second_moments_(adam, rates) == 1  # the bias has nothing frozen
+    state = adam.state[weight]
+    assert torch.equal(state["exp_avg_sq"], torch.tensor([[1.0, 0.0], [0.0, 0.0], [1.0, 1.0]]) * FROZEN_SECOND_MOMENT)
+    assert torch.equal(state["exp_avg"], torch.zeros(3, 2)) and float(state["step"]) == 0.0
+    assert bias not in adam.state
+    assert seed_frozen_second_moments_(adam, rates) == 0  # existing state is never overwritten
+    for other in (torch.optim.SGD([weight], lr=0.1), torch.optim.Adam([weight], amsgrad=True),
+                  torch.optim.Adam([weight], fused=True)):
+        assert seed_frozen_second_moments_(other, rates) == 0 and not other.state
+
+
 def test_naive_with_plugin_equals_hat_strategy():
     bench = split_digits(5)
     outs = []

@@ -37,6 +37,7 @@ from ..masking.gate import annealed_scale, compensate_embedding_gradient_
 from ..masking.regularizer import MASK_SPARSITY_REG_MODES, MaskSparsityRegularizer
 from ..models.base import TASK_EMBEDDING_INITIALIZERS, HATBackbone
 from ..rollback import ModelSnapshot
+from .optimizer_state import seed_frozen_second_moments_
 from .rules import RateRule
 
 MASKED_MODEL_NAMES = "HATMLP, HATAlexNet, HATResNet18 (or a HATBackbone subclass)"
@@ -241,6 +242,10 @@ class HATPlugin(SupervisedPlugin):
             model.cumulative_masks(), self.mask_sparsity_reg_factor, self.mask_sparsity_reg_mode
         )
         self._prepare_rates(model)
+        if self._constant_rates is not None:  # frozen weights: Adam's v seeded (same updates, faster CPU sqrt)
+            seed_frozen_second_moments_(
+                strategy.optimizer, [(param, rate) for (param, _, _), rate in zip(self._entries, self._constant_rates)]
+            )
 
     def _prepare_rates(self, model: HATBackbone) -> None:
         """Broadcast the rule's measure once; evaluate constant rates once."""
