@@ -171,7 +171,9 @@ def test_min_max_normalize_all_layers_at_once_equals_one_at_a_time():
     xs = [torch.rand(7) * 5, torch.full((3,), 2.5), torch.randn(1), torch.rand(40) * 1e-9]
     together = min_max_normalize_all(xs)
     assert len(together) == len(xs)
-    assert all(torch.equal(a, min_max_normalize(x)) for a, x in zip(together, xs))
+    one_at_a_time = [(x - x.min()) / (x.max() - x.min() + 1e-8) for x in xs]  # the formula, per tensor
+    assert all(torch.equal(a, b) for a, b in zip(together, one_at_a_time))
+    assert all(torch.equal(min_max_normalize(x), b) for x, b in zip(xs, one_at_a_time))
     assert float(together[0].max()) > 0.99 and torch.equal(together[1], torch.zeros(3))
     assert min_max_normalize_all([]) == []
 

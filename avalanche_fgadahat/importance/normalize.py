@@ -14,13 +14,12 @@ MIN_MAX_EPSILON = 1e-8
 
 def min_max_normalize(x: torch.Tensor) -> torch.Tensor:
     """Scale ``x`` into ``[0, 1)`` (see module doc); no host synchronisation."""
-    low = x.min()
-    return (x - low) / (x.max() - low + MIN_MAX_EPSILON)
+    return min_max_normalize_all([x])[0]
 
 
 def min_max_normalize_all(xs: list[torch.Tensor]) -> list[torch.Tensor]:
     """:func:`min_max_normalize` of each tensor of ``xs``, by list ops (``torch._foreach_*``):
-    the same numbers, a handful of calls for all layers instead of six per layer."""
+    a handful of calls for all layers instead of six per layer."""
     if not xs:
         return []
     lows, highs = zip(*(torch.aminmax(x) for x in xs))
