@@ -50,7 +50,8 @@ from avalanche import checkpointing as _avalanche
 from avalanche.training.determinism.rng_manager import RNGManager
 
 from .models.heads import check_state_dict_fits
-from .plugins.hat import HATPlugin, unwrap_hat_model
+from .plugins.checks import find_hat_plugin, unwrap_hat_model
+from .plugins.hat import ExperiencePhase, HATPlugin
 
 S = TypeVar("S")
 
@@ -74,23 +75,34 @@ repair_torch_optim_references()
 
 
 def _hat_plugin(strategy: Any, what: str) -> HATPlugin:
-    found = [p for p in getattr(strategy, "plugins", []) if isinstance(p, HATPlugin)]
-    if len(found) != 1:
-        raise ValueError(
-            f"{what} holds {len(found)} HAT-family plugins; the checkpoint helpers need a "
-            "strategy with exactly one (HAT, AdaHAT, FGAdaHAT, or a template with one HATPlugin)"
-        )
-    return found[0]
+    try:
+        return find_hat_plugin(strategy, what)
+    except ValueError as err:
+        raise ValueError(f"{err}; the checkpoint helpers need exactly one") from None
+
+
+_PHASE_PROBLEMS = {
+    ExperiencePhase.TRAINING: (
+        "while an experience is being trained (from a callback, or after an error inside "
+        "strategy.train)"
+    ),
+    ExperiencePhase.FINISHING: (
+        "from an after_training_exp callback: the task's mask is stored but Avalanche's clock "
+        "(the last plugin) has not counted the experience yet, so a resume would start at the "
+        "experience just trained"
+    ),
+}
 
 
 def save_checkpoint(strategy: Any, fname: str | os.PathLike, exclude: Collection[str] | None = None) -> None:
     """Avalanche's ``save_checkpoint``, written atomically; call it between experiences."""
     plugin = _hat_plugin(strategy, "the strategy")
-    if plugin._experience_start is not None:
+    phase = plugin.phase if plugin._experience_start is None else ExperiencePhase.TRAINING
+    if phase is not ExperiencePhase.IDLE:
         raise ValueError(
-            "save_checkpoint was called while an experience is being trained (from a "
-            "callback, or after an error inside strategy.train); a checkpoint must hold whole "
-            "tasks: call it after strategy.train(experience) has returned"
+            f"save_checkpoint was called {_PHASE_PROBLEMS[phase]}; a checkpoint must hold whole "
+            "tasks: call it after strategy.train(experience) has returned (or from an "
+            "after_training callback)"
         )
     repair_torch_optim_references()
     fname = os.fspath(fname)
@@ -107,6 +119,14 @@ def _check_compatible(strategy: Any, loaded: Any, fname: str) -> None:
     """Raise ``ValueError`` if the checkpoint's algorithm or model differs from ``strategy``'s."""
     mine = _hat_plugin(strategy, "the strategy")
     theirs = _hat_plugin(loaded, f"the checkpoint {fname!r}")
+    phase = theirs.phase if theirs._experience_start is None else ExperiencePhase.TRAINING
+    if phase is not ExperiencePhase.IDLE:
+        raise ValueError(
+            f"checkpoint {fname!r} is inconsistent: it was written {_PHASE_PROBLEMS[phase]}, not "
+            "between experiences (e.g. by Avalanche's own save_checkpoint). Resuming it would "
+            "retrain or skip a task: delete it and resume from an earlier checkpoint, or start "
+            "afresh"
+        )
     if type(mine) is not type(theirs):
         raise ValueError(
             f"checkpoint {fname!r} was saved by a strategy using {type(theirs).__name__}, this "

@@ -26,7 +26,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from ._validation import check_number
-from .plugins.hat import unwrap_hat_model
+from .plugins.checks import unwrap_hat_model
 
 
 def _row_height(num_rows: int) -> float:

@@ -3,7 +3,11 @@
 Each strategy is a plain ``SupervisedTemplate`` with its plugin placed first in the
 plugin list (so it runs before the user's plugins, the metrics and the periodic eval).
 Everything else — criterion, mini-batch sizes, epochs, device, evaluator, ``eval_every``
-— is Avalanche's own and passed through unchanged.
+— is Avalanche's own and passed through unchanged. The first arguments are Avalanche's, in
+its order (``model, optimizer, criterion, train_mb_size, train_epochs, eval_mb_size,
+device, plugins, evaluator, eval_every``), so Avalanche's legacy positional form
+``HAT(model, optimizer, criterion)`` means what it means for ``Naive``; the algorithm's
+hyperparameters follow.
 """
 
 from __future__ import annotations
@@ -11,14 +15,18 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import torch
 from avalanche.core import BasePlugin
 from avalanche.training.templates import SupervisedTemplate
-from torch.nn import Module
+from avalanche.training.plugins.evaluation import default_evaluator
+from torch.nn import CrossEntropyLoss, Module
 from torch.optim import Optimizer
 
 from .plugins.adahat import AdaHATPlugin
+from .plugins.checks import find_hat_plugin, find_hat_plugins, two_plugins_message, unwrap_hat_model
+from .plugins.diagnostics import LearningDiagnostics
 from .plugins.fgadahat import FGAdaHATPlugin
-from .plugins.hat import HATPlugin, unwrap_hat_model
+from .plugins.hat import HATPlugin
 
 
 class _HATFamilyStrategy(SupervisedTemplate):
@@ -33,6 +41,13 @@ class _HATFamilyStrategy(SupervisedTemplate):
         template_kwargs: dict[str, Any],
     ) -> None:
         unwrap_hat_model(model)
+        extra = find_hat_plugins(plugins or [])
+        if extra:
+            raise ValueError(
+                f"plugins= holds {', '.join(type(p).__name__ for p in extra)}, but {type(self).__name__} "
+                f"already trains with its own {type(plugin).__name__}. "
+                + two_plugins_message([plugin, *extra], where=f"{type(self).__name__}(..., plugins=...)")
+            )
         SupervisedTemplate.__init__(
             self, model=model, optimizer=optimizer, plugins=[plugin, *(plugins or [])], **template_kwargs
         )
@@ -52,10 +67,13 @@ class _HATFamilyStrategy(SupervisedTemplate):
     @property
     def hat_plugin(self) -> HATPlugin:
         """The algorithm's plugin (re-fetched, so it stays right after a checkpoint load)."""
-        for plugin in self.plugins:
-            if isinstance(plugin, HATPlugin):
-                return plugin
-        raise LookupError("no HAT-family plugin in strategy.plugins")
+        return find_hat_plugin(self)
+
+
+def _template_kwargs(criterion, train_mb_size, train_epochs, eval_mb_size, device, evaluator, eval_every,
+                     kwargs: dict[str, Any]) -> dict[str, Any]:
+    return dict(criterion=criterion, train_mb_size=train_mb_size, train_epochs=train_epochs,
+                eval_mb_size=eval_mb_size, device=device, evaluator=evaluator, eval_every=eval_every, **kwargs)
 
 
 class HAT(_HATFamilyStrategy):
@@ -69,6 +87,14 @@ class HAT(_HATFamilyStrategy):
         *,
         model: Module,
         optimizer: Optimizer,
+        criterion: Any = CrossEntropyLoss(),
+        train_mb_size: int = 1,
+        train_epochs: int = 1,
+        eval_mb_size: int | None = None,
+        device: str | torch.device = "cpu",
+        plugins: Sequence[BasePlugin] | None = None,
+        evaluator: Any = default_evaluator,
+        eval_every: int = -1,
         adjustment_mode: str = "hat",
         s_max: float = 400.0,
         clamp_threshold: float = 50.0,
@@ -78,7 +104,7 @@ class HAT(_HATFamilyStrategy):
         alpha: float = 1e-6,
         embedding_clamp: float | None = None,
         check_finite_loss: bool = True,
-        plugins: Sequence[BasePlugin] | None = None,
+        diagnostics: LearningDiagnostics | None = LearningDiagnostics(),
         **kwargs: Any,
     ) -> None:
         plugin = HATPlugin(
@@ -91,8 +117,11 @@ class HAT(_HATFamilyStrategy):
             alpha=alpha,
             embedding_clamp=embedding_clamp,
             check_finite_loss=check_finite_loss,
+            diagnostics=diagnostics,
         )
-        self._setup(model, optimizer, plugin, plugins, kwargs)
+        template = _template_kwargs(criterion, train_mb_size, train_epochs, eval_mb_size, device, evaluator,
+                                    eval_every, kwargs)
+        self._setup(model, optimizer, plugin, plugins, template)
 
 
 class AdaHAT(_HATFamilyStrategy):
@@ -104,6 +133,14 @@ class AdaHAT(_HATFamilyStrategy):
         *,
         model: Module,
         optimizer: Optimizer,
+        criterion: Any = CrossEntropyLoss(),
+        train_mb_size: int = 1,
+        train_epochs: int = 1,
+        eval_mb_size: int | None = None,
+        device: str | torch.device = "cpu",
+        plugins: Sequence[BasePlugin] | None = None,
+        evaluator: Any = default_evaluator,
+        eval_every: int = -1,
         adjustment_mode: str = "adahat",
         adjustment_intensity: float = 1e-6,
         epsilon: float = 0.1,
@@ -114,7 +151,7 @@ class AdaHAT(_HATFamilyStrategy):
         task_embedding_init_mode: str = "N01",
         embedding_clamp: float | None = None,
         check_finite_loss: bool = True,
-        plugins: Sequence[BasePlugin] | None = None,
+        diagnostics: LearningDiagnostics | None = LearningDiagnostics(),
         **kwargs: Any,
     ) -> None:
         plugin = AdaHATPlugin(
@@ -128,8 +165,11 @@ class AdaHAT(_HATFamilyStrategy):
             task_embedding_init_mode=task_embedding_init_mode,
             embedding_clamp=embedding_clamp,
             check_finite_loss=check_finite_loss,
+            diagnostics=diagnostics,
         )
-        self._setup(model, optimizer, plugin, plugins, kwargs)
+        template = _template_kwargs(criterion, train_mb_size, train_epochs, eval_mb_size, device, evaluator,
+                                    eval_every, kwargs)
+        self._setup(model, optimizer, plugin, plugins, template)
 
 
 class FGAdaHAT(_HATFamilyStrategy):
@@ -142,6 +182,14 @@ class FGAdaHAT(_HATFamilyStrategy):
         *,
         model: Module,
         optimizer: Optimizer,
+        criterion: Any = CrossEntropyLoss(),
+        train_mb_size: int = 1,
+        train_epochs: int = 1,
+        eval_mb_size: int | None = None,
+        device: str | torch.device = "cpu",
+        plugins: Sequence[BasePlugin] | None = None,
+        evaluator: Any = default_evaluator,
+        eval_every: int = -1,
         adjustment_intensity: float = 1.5e-7,
         importance_type: str = "input_weight_abs_sum_x_activation_abs",
         importance_summing_strategy: str = "add_all",
@@ -163,7 +211,7 @@ class FGAdaHAT(_HATFamilyStrategy):
         importance_summing_strategy_log_base: float | None = None,
         embedding_clamp: float | None = None,
         check_finite_loss: bool = True,
-        plugins: Sequence[BasePlugin] | None = None,
+        diagnostics: LearningDiagnostics | None = LearningDiagnostics(),
         **kwargs: Any,
     ) -> None:
         plugin = FGAdaHATPlugin(
@@ -188,5 +236,8 @@ class FGAdaHAT(_HATFamilyStrategy):
             importance_summing_strategy_log_base=importance_summing_strategy_log_base,
             embedding_clamp=embedding_clamp,
             check_finite_loss=check_finite_loss,
+            diagnostics=diagnostics,
         )
-        self._setup(model, optimizer, plugin, plugins, kwargs)
+        template = _template_kwargs(criterion, train_mb_size, train_epochs, eval_mb_size, device, evaluator,
+                                    eval_every, kwargs)
+        self._setup(model, optimizer, plugin, plugins, template)

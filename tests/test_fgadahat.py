@@ -76,6 +76,11 @@ def _commit(model, task, signs):
 def test_constructor_names_and_head_config_defaults():
     params = inspect.signature(FGAdaHAT.__init__).parameters
     names = [n for n in params if n not in ("self", "model", "optimizer")]
+    # Avalanche's arguments first, in Naive's order (its legacy positional form maps onto them)
+    template = ["criterion", "train_mb_size", "train_epochs", "eval_mb_size", "device", "plugins",
+                "evaluator", "eval_every"]
+    assert names[: len(template)] == template
+    names = names[len(template):]
     assert names[: len(REFERENCE_ARGUMENTS)] == REFERENCE_ARGUMENTS
     plugin_params = inspect.signature(FGAdaHATPlugin.__init__).parameters
     assert list(plugin_params)[1 : len(REFERENCE_ARGUMENTS) + 1] == REFERENCE_ARGUMENTS

@@ -26,25 +26,8 @@ from avalanche.evaluation.metric_results import MetricResult, MetricValue
 from avalanche.evaluation.metric_utils import get_metric_name
 from avalanche.evaluation.metrics import Mean
 
-from ..plugins.hat import HATPlugin
+from ..plugins.checks import find_hat_plugin
 from .._validation import check_flags
-
-
-def find_hat_plugin(strategy) -> HATPlugin:
-    """The one :class:`HATPlugin` (or subclass) in ``strategy.plugins``."""
-    found = [plugin for plugin in strategy.plugins if isinstance(plugin, HATPlugin)]
-    if len(found) == 1:
-        return found[0]
-    if not found:
-        raise ValueError(
-            "the network-capacity metrics read the HAT-family plugin, but strategy.plugins holds "
-            "no HATPlugin: use the HAT/AdaHAT/FGAdaHAT strategies or add HATPlugin/AdaHATPlugin "
-            "to the strategy's plugins"
-        )
-    raise ValueError(
-        f"strategy.plugins holds {len(found)} HAT-family plugins "
-        f"({', '.join(type(p).__name__ for p in found)}); use exactly one"
-    )
 
 
 class _TrainNetworkCapacity(GenericPluginMetric[float, Mean]):

@@ -28,7 +28,7 @@ from avalanche.evaluation.metric_utils import get_metric_name
 from .._validation import check_number
 from ..figures import plot_masks, render_figure
 from ..models.base import HATBackbone
-from ..plugins.hat import unwrap_hat_model
+from ..plugins.checks import unwrap_hat_model
 from .._validation import check_flags
 
 

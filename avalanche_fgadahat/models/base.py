@@ -24,7 +24,11 @@ Which mask a forward pass uses (:meth:`HATBackbone.masks_for_task`):
 * a task never trained: the union of the stored masks (all ones before the first task
   is stored), with a one-time warning. Avalanche evaluates the whole test stream after
   each experience, future tasks included; this keeps that loop running and gives a
-  well-defined, documented number (chance-level for an untrained head).
+  well-defined, documented number. It is *not* chance level in general: the task's head
+  is Avalanche's untrained ``IncrementalClassifier``, grown during that evaluation to the
+  task's largest class id with fresh random rows and every output unit active, so the
+  predictions are arbitrary classes and the accuracy can be anything from 0 up (e.g. 0.0
+  when a task's class ids do not start at 0 and the random head prefers a lower id).
 
 Subclasses build their layers, call :meth:`_finish_init` with their layouts, and
 implement :meth:`forward_features`, calling :meth:`_gate` on every masked pre-activation.
@@ -283,8 +287,29 @@ class HATBackbone(MultiTaskModule):
                 found = sorted(set(task_labels.tolist()))
                 raise ValueError(
                     f"task_labels of a training mini-batch must all equal the task being trained "
-                    f"({task}); found {found}. HAT trains one task at a time: use one task label "
-                    "per training experience (classic Avalanche benchmarks with return_task_id=True)"
+                    f"({task}); found {found}. HAT trains one task at a time on the experience's "
+                    "own data: use one task label per training experience and no replay"
                 )
             return self.forward_single_task(x, task)
-        return super().forward(x, task_labels)
+        return self._forward_mixed_tasks(x, task_labels)
+
+    def _forward_mixed_tasks(self, x: torch.Tensor, task_labels: torch.Tensor) -> torch.Tensor:
+        """Each sample through its task's masks and head; logits zero-padded on the right to
+        the widest head among the batch's tasks (at least Avalanche's ``max_class_label``).
+
+        Avalanche's ``MultiTaskModule.forward`` pads to ``max_class_label`` only, which a
+        model that was never adapted (or a head grown at evaluation) can exceed.
+        """
+        tasks = torch.unique(task_labels)
+        if tasks.numel() == 0:
+            return x.new_zeros(x.shape[0], self.max_class_label)
+        outputs = []
+        for task in tasks.tolist():
+            selected = task_labels == task
+            outputs.append((selected, self.forward_single_task(x[selected], int(task))))
+        width = max([self.max_class_label] + [out.shape[1] for _, out in outputs])
+        first = outputs[0][1]
+        result = first.new_zeros(x.shape[0], width)
+        for selected, out in outputs:
+            result[selected, : out.shape[1]] = out
+        return result

@@ -20,6 +20,7 @@ import torch
 
 from .._validation import check_number
 from ..models.base import HATBackbone
+from .diagnostics import LearningDiagnostics
 from .hat import HATPlugin
 from .rules import RateRule
 
@@ -99,6 +100,7 @@ class AdaHATPlugin(HATPlugin):
         task_embedding_init_mode: str = "N01",
         embedding_clamp: float | None = None,
         check_finite_loss: bool = True,
+        diagnostics: LearningDiagnostics | None = LearningDiagnostics(),
     ) -> None:
         self.adjustment_intensity = float(
             check_number("adjustment_intensity", adjustment_intensity, minimum=0.0, strict_minimum=True)
@@ -114,6 +116,7 @@ class AdaHATPlugin(HATPlugin):
             alpha=min(self.adjustment_intensity, 1.0),
             embedding_clamp=embedding_clamp,
             check_finite_loss=check_finite_loss,
+            diagnostics=diagnostics,
         )
         self.task_position = 1
         self._intensity_source: dict[str, torch.Tensor] | None = None

@@ -38,7 +38,8 @@ from ..importance.summing import STRATEGY_PARAMETERS
 from ..masking.broadcast import AGGREGATIONS, broadcast
 from ..models.base import HATBackbone
 from .adahat import AdaHATPlugin, adahat_adjust_, adahat_rate
-from .hat import unwrap_hat_model
+from .diagnostics import LearningDiagnostics
+from .checks import unwrap_hat_model
 from .rules import RateRule
 
 
@@ -96,7 +97,7 @@ class FGAdaHATPlugin(AdaHATPlugin):
         ``..._log_base`` b (> 1) by ``log_decrease``.
 
     ``s_max``, ``clamp_threshold``, ``mask_sparsity_reg_factor``, ``mask_sparsity_reg_mode``,
-    ``task_embedding_init_mode``, ``embedding_clamp`` and ``check_finite_loss`` are
+    ``task_embedding_init_mode``, ``embedding_clamp``, ``check_finite_loss`` and ``diagnostics`` are
     :class:`HATPlugin` 's. The adjustment mode is fixed (``fgadahat``).
     """
 
@@ -127,6 +128,7 @@ class FGAdaHATPlugin(AdaHATPlugin):
         importance_summing_strategy_log_base: float | None = None,
         embedding_clamp: float | None = None,
         check_finite_loss: bool = True,
+        diagnostics: LearningDiagnostics | None = LearningDiagnostics(),
     ) -> None:
         resolve_importance_type(importance_type)
         self.importance_type = importance_type
@@ -169,6 +171,7 @@ class FGAdaHATPlugin(AdaHATPlugin):
             task_embedding_init_mode=task_embedding_init_mode,
             embedding_clamp=embedding_clamp,
             check_finite_loss=check_finite_loss,
+            diagnostics=diagnostics,
         )
 
     def _check_summing_parameters(self, given: dict[str, float | None]) -> float | None:

@@ -25,6 +25,8 @@ plugin only caches per-experience tensors derived from it.
 
 from __future__ import annotations
 
+import enum
+import warnings
 from collections.abc import Mapping
 from typing import Any
 
@@ -37,10 +39,18 @@ from ..masking.gate import annealed_scale, compensate_embedding_gradient_
 from ..masking.regularizer import MASK_SPARSITY_REG_MODES, MaskSparsityRegularizer
 from ..models.base import TASK_EMBEDDING_INITIALIZERS, HATBackbone
 from ..rollback import ModelSnapshot
+from .checks import (
+    check_optimizer,
+    check_single_task_data,
+    experience_task,
+    find_hat_plugins,
+    mixed_batch_message,
+    two_plugins_message,
+    unwrap_hat_model,
+)
+from .diagnostics import ExperienceReport, LearningDiagnostics, diagnose, snapshot_cumulative
 from .optimizer_state import seed_frozen_second_moments_
 from .rules import RateRule
-
-MASKED_MODEL_NAMES = "HATMLP, HATAlexNet, HATResNet18 (or a HATBackbone subclass)"
 
 
 def _hat(plugin: "HATPlugin", measure: torch.Tensor, key: str) -> torch.Tensor:
@@ -71,15 +81,19 @@ def _groups_up_to_largest(sizes: list[int]) -> list[list[int]]:
     return groups
 
 
-def unwrap_hat_model(model: Any) -> HATBackbone:
-    """Return the HAT backbone of ``model`` (also through DataParallel-style ``.module``)."""
-    inner = getattr(model, "module", model)
-    if not isinstance(inner, HATBackbone):
-        raise TypeError(
-            f"model is a {type(inner).__name__}, which has no HAT masks; HAT-family "
-            f"strategies need a masked backbone: {MASKED_MODEL_NAMES}"
-        )
-    return inner
+class ExperiencePhase(enum.Enum):
+    """Where a HAT-family plugin is in the training of an experience.
+
+    ``IDLE`` → (``before_training_exp``) ``TRAINING`` → (``after_training_exp``: mask stored)
+    ``FINISHING`` → (``after_training`` or the next ``before_training_exp``) ``IDLE``;
+    an error while ``TRAINING`` rolls the experience back to ``IDLE``. A checkpoint is
+    consistent only in ``IDLE``: in ``FINISHING`` the task is stored but Avalanche's clock
+    (the last plugin) has not yet counted the experience.
+    """
+
+    IDLE = "idle"
+    TRAINING = "training"
+    FINISHING = "finishing"
 
 
 class HATPlugin(SupervisedPlugin):
@@ -98,6 +112,10 @@ class HATPlugin(SupervisedPlugin):
         as the original HAT code does with 6; ``None`` (default, as CLArena) disables it.
     :param check_finite_loss: raise ``FloatingPointError`` on a NaN/inf loss before the
         backward pass (costs one host sync per step on GPUs).
+    :param diagnostics: thresholds of the end-of-experience checks that warn
+        (:class:`~.diagnostics.HATDiagnosticWarning`) when a task barely learned or the
+        network is nearly full (:class:`~.diagnostics.LearningDiagnostics`); ``None``
+        turns the warnings off (the report is still computed, ``last_report``).
     """
 
     ADJUSTMENT_MODES: Mapping[str, RateRule] = {
@@ -118,6 +136,7 @@ class HATPlugin(SupervisedPlugin):
         alpha: float = 1e-6,
         embedding_clamp: float | None = None,
         check_finite_loss: bool = True,
+        diagnostics: LearningDiagnostics | None = LearningDiagnostics(),
     ) -> None:
         super().__init__()
         self.adjustment_mode = check_choice("adjustment_mode", adjustment_mode, self.ADJUSTMENT_MODES)
@@ -139,6 +158,15 @@ class HATPlugin(SupervisedPlugin):
             check_number("embedding_clamp", embedding_clamp, minimum=0.0, strict_minimum=True)
         self.embedding_clamp = embedding_clamp
         self.check_finite_loss = bool(check_finite_loss)
+        if diagnostics is not None and not isinstance(diagnostics, LearningDiagnostics):
+            raise ValueError(
+                f"diagnostics must be a LearningDiagnostics or None, got {diagnostics!r}"
+            )
+        self.diagnostics = diagnostics
+        self.last_report: ExperienceReport | None = None
+        self.phase = ExperiencePhase.IDLE
+        self._start_embeddings: torch.Tensor | None = None
+        self._previous_cumulative: dict[str, torch.Tensor] = {}
         self.task: int | None = None
         self.gate_scale: float | None = None
         self._sparsity_pending: torch.Tensor | None = None
@@ -170,53 +198,9 @@ class HATPlugin(SupervisedPlugin):
         raise ValueError(f"unknown unit measure {name!r}")
 
     # ------------------------------------------------------------------ checks
-    def _experience_task(self, strategy) -> int:
-        experience = strategy.experience
-        labels = getattr(experience, "task_labels", None)
-        if labels is None:
-            raise ValueError(
-                "the training experience has no task labels; HAT-family strategies need them "
-                "to pick masks: build the benchmark with return_task_id=True (classic Avalanche "
-                "generators) or give the datasets TaskLabels"
-            )
-        labels = list(labels)
-        if len(labels) != 1:
-            raise ValueError(
-                f"the training experience holds task labels {sorted(labels)}; HAT trains one "
-                "task per experience: split the stream so that each experience has one task label"
-            )
-        return int(labels[0])
-
-    def _check_optimizer(self, strategy, model: HATBackbone, require_all: bool = True) -> None:
-        optimizer = strategy.optimizer
-        model_params = {id(p) for p in strategy.model.parameters()}
-        masked = {id(layout.weight) for layout in model.param_layouts}
-        masked |= {id(layout.bias) for layout in model.param_layouts if layout.bias is not None}
-        in_optimizer = set()
-        for group in optimizer.param_groups:
-            for param in group["params"]:
-                in_optimizer.add(id(param))
-                if id(param) not in model_params:
-                    raise ValueError(
-                        "optimizer holds parameters that are not the model's: build the "
-                        "optimizer from this model's parameters (model.parameters())"
-                    )
-                if id(param) in masked and group.get("weight_decay", 0.0):
-                    raise ValueError(
-                        f"optimizer has weight_decay={group['weight_decay']} on masked-layer "
-                        "parameters; weight decay moves weights that HAT freezes for earlier "
-                        "tasks. Use weight_decay=0 (decay only the heads in a separate param group)"
-                    )
-        missing = masked - in_optimizer
-        if missing and require_all:
-            raise ValueError(
-                f"optimizer does not hold {len(missing)} masked-layer parameters of the model: "
-                "build the optimizer from model.parameters()"
-            )
-
     def _check_experience(self, strategy) -> tuple[HATBackbone, int]:
         model = unwrap_hat_model(strategy.model)
-        task = self._experience_task(strategy)
+        task = experience_task(strategy.experience)
         if model.is_trained(task):
             raise ValueError(
                 f"task {task} was already trained and its mask stored; HAT cannot retrain a "
@@ -224,18 +208,53 @@ class HATPlugin(SupervisedPlugin):
             )
         return model, task
 
+    def _check_optimizer(self, strategy, model: HATBackbone, require_all: bool = True) -> None:
+        check_optimizer(strategy.optimizer, strategy.model, model, require_all=require_all)
+
     # ------------------------------------------------------------------ per experience
+    def before_training(self, strategy, **kwargs) -> None:
+        """Refuse a second HAT-family plugin; undo an experience a plain template left
+        half-trained (an error raised outside this plugin's callbacks), before anything trains."""
+        found = find_hat_plugins(strategy.plugins)
+        if len(found) > 1:
+            raise ValueError(two_plugins_message(found))
+        unwrap_hat_model(strategy.model)
+        if self.phase is ExperiencePhase.TRAINING:
+            task = self.task
+            self.rollback_experience(strategy)
+            warnings.warn(
+                f"the previous strategy.train() stopped with an error inside task {task}'s "
+                "experience; it was rolled back (model as at the start of that experience, "
+                "task not stored) before this train() call",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+        self.phase = ExperiencePhase.IDLE
+
+    def after_training(self, strategy, **kwargs) -> None:
+        if self.phase is ExperiencePhase.FINISHING:
+            self.phase = ExperiencePhase.IDLE
+
     def before_train_dataset_adaptation(self, strategy, **kwargs) -> None:
         """Refuse a bad experience/optimizer before Avalanche adapts model and optimizer."""
+        self.phase = ExperiencePhase.IDLE
         model, _ = self._check_experience(strategy)
         self._check_optimizer(strategy, model, require_all=False)
+
+    def after_train_dataset_adaptation(self, strategy, **kwargs) -> None:
+        """Refuse training data of other tasks (Cumulative, JointTraining) before the model
+        or the optimizer is adapted."""
+        check_single_task_data(strategy, experience_task(strategy.experience))
 
     def before_training_exp(self, strategy, **kwargs) -> None:
         model, task = self._check_experience(strategy)
         self._check_optimizer(strategy, model)
         self._experience_start = ModelSnapshot(strategy.model)
+        self.phase = ExperiencePhase.TRAINING
         strategy.optimizer.state.clear()
         model.initialize_task_embeddings(self.task_embedding_init_mode)
+        self._start_embeddings = model.task_embeddings.detach().clone()
+        self._previous_cumulative = snapshot_cumulative(model)
         model.current_train_task = task
         self.task = task
         self._regularizer = MaskSparsityRegularizer(
@@ -283,6 +302,19 @@ class HATPlugin(SupervisedPlugin):
         self._finish_experience(strategy, model)
         self._clear_training_state(model)
         self._experience_start = None
+        self.phase = ExperiencePhase.FINISHING
+        self.last_report = self._diagnose(model)
+
+    def _diagnose(self, model: HATBackbone) -> ExperienceReport:
+        """The end-of-experience :class:`ExperienceReport`; warns unless ``diagnostics=None``."""
+        thresholds = self.diagnostics
+        with warnings.catch_warnings():
+            if thresholds is None:
+                warnings.simplefilter("ignore")
+            report = diagnose(model, self.task, self._start_embeddings, self._previous_cumulative,
+                              thresholds or LearningDiagnostics())
+        self._start_embeddings, self._previous_cumulative = None, {}
+        return report
 
     @staticmethod
     def _clear_training_state(model: HATBackbone) -> None:
@@ -304,6 +336,7 @@ class HATPlugin(SupervisedPlugin):
         it itself on a non-finite loss.
         """
         snapshot, self._experience_start = self._experience_start, None
+        self.phase = ExperiencePhase.IDLE
         if snapshot is None:
             return False
         model = unwrap_hat_model(strategy.model)
@@ -325,6 +358,13 @@ class HATPlugin(SupervisedPlugin):
         state.setdefault("_sparsity_pending", None)
         state.setdefault("_layer_sparsity", {})
         state.setdefault("_rate_groups", [])
+        state.setdefault("diagnostics", LearningDiagnostics())
+        state.setdefault("last_report", None)
+        state.setdefault("_start_embeddings", None)
+        state.setdefault("_previous_cumulative", {})
+        state.setdefault(
+            "phase", ExperiencePhase.IDLE if state.get("_experience_start") is None else ExperiencePhase.TRAINING
+        )
         self.__dict__.update(state)
 
     # ------------------------------------------------------------------ per step
@@ -350,6 +390,13 @@ class HATPlugin(SupervisedPlugin):
 
     def before_forward(self, strategy, **kwargs) -> None:
         model = unwrap_hat_model(strategy.model)
+        labels = strategy.mb_task_id
+        if isinstance(labels, torch.Tensor) and bool((labels != self.task).any()):
+            found, task = sorted(set(labels.tolist())), self.task
+            iteration = strategy.clock.train_epoch_iterations
+            self.rollback_experience(strategy)
+            raise ValueError(mixed_batch_message(strategy, task, found, iteration)
+                             + "; the experience was rolled back")
         batch = strategy.clock.train_epoch_iterations + 1
         self.gate_scale = annealed_scale(min(batch, self._num_batches), self._num_batches, self.s_max)
         model.gate_scale = self.gate_scale

@@ -1,0 +1,186 @@
+"""Checks a HAT-family plugin runs before it trains, each raising an error that names the
+cause and the fix (``docs/bad_input.md`` lists every one with its test).
+
+* :func:`unwrap_hat_model`: the strategy's model is a masked backbone, not wrapped in a
+  module that hides the task labels (``DataParallel``);
+* :func:`find_hat_plugin` / :func:`find_hat_plugins`: exactly one HAT-family plugin;
+* :func:`experience_task`: the training experience has exactly one task label;
+* :func:`check_optimizer`: the optimizer trains this model without weight decay on masked
+  weights;
+* :func:`check_single_task_data` and :func:`mixed_batch_message`: the training data holds
+  only the experience's task (Cumulative, JointTraining and replay plugins mix tasks).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from ..models.base import HATBackbone
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .hat import HATPlugin
+
+MASKED_MODEL_NAMES = "HATMLP, HATAlexNet, HATResNet18 (or a HATBackbone subclass)"
+
+
+def unwrap_hat_model(model: Any) -> HATBackbone:
+    """Return ``model`` if it is a :class:`HATBackbone`; ``TypeError`` otherwise.
+
+    A wrapper such as ``torch.nn.DataParallel`` is refused with its reason: Avalanche's
+    training loop (``avalanche_forward``) passes task labels only to a ``MultiTaskModule``,
+    so a wrapped backbone would be called without them and could not pick its masks.
+    """
+    if isinstance(model, HATBackbone):
+        return model
+    inner = getattr(model, "module", None)
+    if isinstance(inner, HATBackbone):
+        raise TypeError(
+            f"model is a {type(model).__name__} wrapping a {type(inner).__name__}: Avalanche calls "
+            "a model that is not a MultiTaskModule without task labels, so the wrapped HAT "
+            "backbone cannot pick its masks. Pass the backbone itself and choose its device "
+            "with the strategy's device= argument (HAT-family strategies train on one device)"
+        )
+    raise TypeError(
+        f"model is a {type(model).__name__}, which has no HAT masks; HAT-family "
+        f"strategies need a masked backbone: {MASKED_MODEL_NAMES}"
+    )
+
+
+def find_hat_plugins(plugins: Iterable[Any]) -> list["HATPlugin"]:
+    """The HAT-family plugins (:class:`HATPlugin` and subclasses) in ``plugins``, in order."""
+    from .hat import HATPlugin
+
+    return [plugin for plugin in plugins if isinstance(plugin, HATPlugin)]
+
+
+def find_hat_plugin(strategy: Any, what: str = "strategy.plugins") -> "HATPlugin":
+    """The one HAT-family plugin of ``strategy``; ``ValueError`` naming the count otherwise."""
+    found = find_hat_plugins(getattr(strategy, "plugins", []))
+    if len(found) == 1:
+        return found[0]
+    if not found:
+        raise ValueError(
+            f"{what} holds no HATPlugin: use the HAT/AdaHAT/FGAdaHAT strategies or add one "
+            "HATPlugin/AdaHATPlugin/FGAdaHATPlugin to the strategy's plugins"
+        )
+    raise ValueError(two_plugins_message(found, where=what))
+
+
+def two_plugins_message(found: list[Any], where: str = "strategy.plugins") -> str:
+    names = ", ".join(type(p).__name__ for p in found)
+    return (
+        f"{where} holds {len(found)} HAT-family plugins ({names}); use exactly one: each "
+        "stores its own mask of every task in the same model. HAT/AdaHAT/FGAdaHAT already hold "
+        "their plugin (e.g. AdaHAT(...) instead of HAT(..., plugins=[AdaHATPlugin()])), or use a "
+        "plain template such as Naive(..., plugins=[AdaHATPlugin()])"
+    )
+
+
+def experience_task(experience: Any) -> int:
+    """The one task label of a training experience; ``ValueError`` otherwise."""
+    labels = getattr(experience, "task_labels", None)
+    if labels is None:
+        raise ValueError(
+            "the training experience has no task labels; HAT-family strategies need them "
+            "to pick masks: build the benchmark with return_task_id=True (classic Avalanche "
+            "generators) or give the datasets TaskLabels"
+        )
+    labels = list(labels)
+    if len(labels) != 1:
+        raise ValueError(
+            f"the training experience holds task labels {sorted(labels)}; HAT trains one "
+            "task per experience: split the stream so that each experience has one task label"
+        )
+    return int(labels[0])
+
+
+def check_optimizer(optimizer: torch.optim.Optimizer, strategy_model: torch.nn.Module,
+                    model: HATBackbone, require_all: bool = True) -> None:
+    """Refuse an optimizer that cannot train ``model`` as HAT needs.
+
+    * it holds no parameter of the model at all (it was built from another model);
+    * it has ``weight_decay`` on a masked-layer parameter (decay moves frozen weights);
+    * ``require_all``: it lacks a masked-layer parameter (checked after Avalanche's
+      ``make_optimizer``, which adds the model's new parameters).
+
+    Parameters that are no longer the model's are tolerated, as Avalanche's own
+    ``make_optimizer`` does: an evaluation grows a head by replacing its ``nn.Linear``, and
+    the old weight stays in the optimizer without ever getting a gradient.
+    """
+    model_params = {id(p) for p in strategy_model.parameters()}
+    masked = {id(layout.weight) for layout in model.param_layouts}
+    masked |= {id(layout.bias) for layout in model.param_layouts if layout.bias is not None}
+    in_optimizer = set()
+    for group in optimizer.param_groups:
+        for param in group["params"]:
+            in_optimizer.add(id(param))
+            if id(param) in masked and group.get("weight_decay", 0.0):
+                raise ValueError(
+                    f"optimizer has weight_decay={group['weight_decay']} on masked-layer "
+                    "parameters; weight decay moves weights that HAT freezes for earlier "
+                    "tasks. Use weight_decay=0 (decay only the heads in a separate param group)"
+                )
+    if in_optimizer and not in_optimizer & model_params:
+        raise ValueError(
+            "optimizer holds only parameters that are not the model's (it was built from "
+            "another model): build the optimizer from this model's parameters (model.parameters())"
+        )
+    missing = masked - in_optimizer
+    if missing and require_all:
+        raise ValueError(
+            f"optimizer does not hold {len(missing)} masked-layer parameters of the model: "
+            "build the optimizer from model.parameters()"
+        )
+
+
+def _mixing_sources(strategy: Any) -> list[str]:
+    """What in ``strategy`` may add other tasks' samples to its training data."""
+    from .hat import HATPlugin
+
+    sources = [type(strategy).__name__] if type(strategy).__name__ in ("Cumulative", "JointTraining") else []
+    for plugin in getattr(strategy, "plugins", []):
+        if isinstance(plugin, HATPlugin):
+            continue
+        name = type(plugin).__name__
+        if "replay" in name.lower() or hasattr(plugin, "storage_policy"):
+            sources.append(name)
+    loader = type(getattr(strategy, "dataloader", None)).__name__
+    if "replay" in loader.lower():
+        sources.append(f"its data loader ({loader})")
+    return sources
+
+
+def _cause(strategy: Any) -> str:
+    sources = _mixing_sources(strategy)
+    named = f" here: {', '.join(sources)}" if sources else ""
+    return (
+        "the strategy or a plugin mixes other tasks' samples into training (Cumulative and "
+        "JointTraining concatenate experiences, replay plugins add a memory buffer)"
+        f"{named}. HAT keeps old tasks with its stored masks and trains one task at a time on "
+        "the experience's own data: use HAT/AdaHAT/FGAdaHAT or a plain template such as Naive "
+        "with the HAT-family plugin, without replay"
+    )
+
+
+def check_single_task_data(strategy: Any, task: int) -> None:
+    """Refuse adapted training data holding task labels other than ``task``."""
+    dataset = getattr(strategy, "adapted_dataset", None)
+    labels = getattr(dataset, "targets_task_labels", None)
+    if labels is None:
+        return
+    found = sorted(int(t) for t in getattr(labels, "uniques", set(labels)))
+    if found and found != [task]:
+        raise ValueError(
+            f"the training data of task {task}'s experience holds task labels {found}: {_cause(strategy)}"
+        )
+
+
+def mixed_batch_message(strategy: Any, task: int, found: list[int], iteration: int) -> str:
+    """The error of a training mini-batch holding other tasks than ``task``."""
+    return (
+        f"task_labels of a training mini-batch must all equal the task being trained ({task}); "
+        f"found {found} at iteration {iteration}: {_cause(strategy)}"
+    )

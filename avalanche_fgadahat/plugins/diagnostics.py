@@ -1,0 +1,160 @@
+"""Tell users when HAT cannot learn: end-of-experience diagnostics.
+
+With few optimizer steps per task (e.g. 27 Adam steps at lr 1e-3) the task embeddings move
+by about ``lr`` per step, so the stored mask ``1[e > 0]`` stays the sign of the embedding's
+random initialisation: about half of every layer, chosen at random. The sparsity
+regulariser has no time to act, and random half-masks use the free capacity up
+geometrically (1.00 → 0.63 → 0.26 → 0.11 of the parameters), after which new tasks
+cannot train. This is inherent to HAT (the reference implementation gives the same
+numbers); the rule of thumb (``docs/diagnostics.md``): with Adam, HAT learns reliably once
+``lr × optimizer steps per task ≳ 0.1``.
+
+After storing a task's mask, the plugin computes an :class:`ExperienceReport` and warns
+(:class:`HATDiagnosticWarning`) when
+
+* ``mask_change < min_mask_change``: almost no mask bit differs from the sign of the
+  embedding the task started from (the embeddings barely moved);
+* ``free_capacity < min_free_capacity``: the fraction of masked-layer parameters still
+  free for the next task (HAT's network capacity, ``1 − mean min(M_l[i], M_{l−1}[j])``)
+  is small;
+* ``min(trainable_used) < min_trainable_used``: in some layer, almost none of the
+  parameters the new task uses (``min(m_l[i], m_{l−1}[j]) = 1``) could still be trained
+  (``min(M_l[i], M_{l−1}[j]) = 0`` before the task) — the task had to make do with
+  frozen weights.
+
+The same numbers are Avalanche metrics (``metrics.hat_diagnostic_metrics``).
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import torch
+
+from .._validation import check_number
+from ..masking.broadcast import broadcast
+from ..masking.gate import binary_mask
+from ..models.base import HATBackbone
+
+
+class HATDiagnosticWarning(UserWarning):
+    """A HAT-family task barely learned or the network is nearly full (see module doc).
+
+    Silence it with ``warnings.filterwarnings("ignore", category=HATDiagnosticWarning)``
+    or ``diagnostics=None`` on the strategy/plugin.
+    """
+
+
+@dataclass(frozen=True)
+class LearningDiagnostics:
+    """Thresholds of the end-of-experience checks (fractions in [0, 1]; see module doc).
+
+    :param min_mask_change: warn when fewer units than this fraction changed their mask bit
+        during the task (default 0.01).
+    :param min_free_capacity: warn when less than this fraction of the masked-layer
+        parameters stays free for the next task (default 0.1).
+    :param min_trainable_used: warn when, in some layer, less than this fraction of the
+        parameters the new task uses could still be trained (default 0.01).
+    """
+
+    min_mask_change: float = 0.01
+    min_free_capacity: float = 0.1
+    min_trainable_used: float = 0.01
+
+    def __post_init__(self) -> None:
+        for name in ("min_mask_change", "min_free_capacity", "min_trainable_used"):
+            check_number(f"diagnostics.{name}", getattr(self, name), minimum=0.0, maximum=1.0)
+
+
+@dataclass(frozen=True)
+class ExperienceReport:
+    """What one trained task did to the masks (fractions in [0, 1]).
+
+    :param task: the task label.
+    :param mask_change: fraction of all units whose bit ``1[e > 0]`` at the end differs
+        from the one at the start of the experience.
+    :param embedding_shift: mean ``|e_end − e_start|`` over all units.
+    :param free_capacity: fraction of masked-layer parameters (weights and existing
+        biases) free for the next task under HAT, after this task's mask was stored.
+    :param trainable_used: ``{layer: fraction}``: of the weights the task uses
+        (``min(m_l[i], m_{l−1}[j]) = 1``), the fraction that were free before it
+        (``min(M_l[i], M_{l−1}[j]) = 0``); 0.0 for a layer the task does not use at all.
+    :param warnings: the messages warned about (empty when all is well).
+    """
+
+    task: int
+    mask_change: float
+    embedding_shift: float
+    free_capacity: float
+    trainable_used: Mapping[str, float] = field(default_factory=dict)
+    warnings: tuple[str, ...] = ()
+
+
+@torch.no_grad()
+def _parameter_fractions(model: HATBackbone, previous: Mapping[str, torch.Tensor],
+                         task_masks: Mapping[str, torch.Tensor]) -> tuple[float, dict[str, float]]:
+    cumulative = model.cumulative_masks()
+    frozen_total, count = 0.0, 0
+    trainable_used: dict[str, float] = {}
+    for layout in model.param_layouts:
+        frozen_w, frozen_b = broadcast(layout, cumulative, "min")
+        before_w, _ = broadcast(layout, previous, "min")
+        used_w, _ = broadcast(layout, task_masks, "min")
+        frozen_total += float(frozen_w.sum()) + (float(frozen_b.sum()) if frozen_b is not None else 0.0)
+        count += frozen_w.numel() + (frozen_b.numel() if frozen_b is not None else 0)
+        used = float(used_w.sum())
+        trainable = float((used_w * (1.0 - before_w)).sum())
+        trainable_used[layout.name] = trainable / used if used > 0 else 0.0
+    free = 1.0 - frozen_total / count if count else 1.0
+    return free, trainable_used
+
+
+def diagnose(
+    model: HATBackbone,
+    task: int,
+    start_embeddings: torch.Tensor,
+    previous_cumulative: Mapping[str, torch.Tensor],
+    thresholds: LearningDiagnostics,
+) -> ExperienceReport:
+    """The :class:`ExperienceReport` of ``task``, right after its mask was stored.
+
+    :param start_embeddings: the flat task embeddings at the start of the experience.
+    :param previous_cumulative: ``M^{<t}`` before the task was stored.
+    """
+    end = model.task_embeddings.detach()
+    start = start_embeddings.to(end.device)
+    mask_change = float((binary_mask(end) != binary_mask(start)).float().mean()) if end.numel() else 0.0
+    shift = float((end - start).abs().mean()) if end.numel() else 0.0
+    free, trainable_used = _parameter_fractions(model, previous_cumulative, model.stored_masks(task))
+    messages = []
+    if mask_change < thresholds.min_mask_change:
+        messages.append(
+            f"task {task}: only {100 * mask_change:.2f}% of the mask bits changed during training "
+            f"(mean embedding change {shift:.3g}); the stored mask is mostly the sign of the "
+            "embeddings' random initialisation. Train longer or with a larger learning rate "
+            "(with Adam, HAT learns reliably once lr x optimizer steps per task >= ~0.1)"
+        )
+    if free < thresholds.min_free_capacity:
+        messages.append(
+            f"after task {task} only {100 * free:.1f}% of the masked-layer parameters are free "
+            "for the next task: later tasks can barely train. Raise mask_sparsity_reg_factor, "
+            "train each task longer so the regulariser can shrink its mask, or use a wider network"
+        )
+    starved = {name: value for name, value in trainable_used.items() if value < thresholds.min_trainable_used}
+    if starved:
+        listed = ", ".join(f"{name} {100 * value:.2f}%" for name, value in starved.items())
+        messages.append(
+            f"task {task} could train almost none of the parameters it uses ({listed} of them were "
+            "free): it relies on weights frozen by earlier tasks. The network is full for this "
+            "task: use a wider network, or a larger mask_sparsity_reg_factor from the first task"
+        )
+    for message in messages:
+        warnings.warn(message, HATDiagnosticWarning, stacklevel=3)
+    return ExperienceReport(task, mask_change, shift, free, trainable_used, tuple(messages))
+
+
+def snapshot_cumulative(model: HATBackbone) -> dict[str, torch.Tensor]:
+    """A copy of ``M^{<t}`` (the cumulative masks before the task is stored)."""
+    return {key: mask.detach().clone() for key, mask in model.cumulative_masks().items()}
