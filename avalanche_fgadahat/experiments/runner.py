@@ -36,7 +36,7 @@ from .measures import (
     per_experience,
 )
 from .presets import BENCHMARKS, ExperimentSettings
-from .strategies import ResolvedStrategy, build_strategy
+from .strategies import ResolvedStrategy, build_strategy, check_buildable
 
 Log = Callable[[str], None]
 RECORD_FORMAT = 1
@@ -270,6 +270,9 @@ def run_sweep(
 ) -> list[dict[str, Any]]:
     """Every (strategy, seed) run, skipping those already complete in ``out``.
 
+    Every strategy is built once without training first (:func:`check_buildable`), so a bad
+    setting of any of them raises ``ValueError`` before the first run trains or writes.
+
     The benchmark is built once per seed and shared by that seed's strategies; torch uses
     ``settings.threads`` CPU threads during the sweep (if set).
     """
@@ -283,6 +286,8 @@ def run_sweep(
 
 
 def _sweep(settings, strategies, seeds, out: Path, force: bool, log: Log) -> list[dict[str, Any]]:
+    for strategy in strategies:  # every strategy's settings, before the first run trains
+        check_buildable(strategy, settings)
     out.mkdir(parents=True, exist_ok=True)
     total = len(strategies) * len(seeds)
     records: dict[tuple[str, int], dict[str, Any]] = {}

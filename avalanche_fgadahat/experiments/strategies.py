@@ -13,6 +13,7 @@ same Adam optimiser. ``FGAdaHAT`` and the importance registry are imported only 
 from __future__ import annotations
 
 import ast
+import warnings
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -299,3 +300,19 @@ def build_strategy(
     optimizer = torch.optim.Adam(model.parameters(), lr=settings.lr)
     context = BuildContext(settings, strategy.settings, evaluator, tuple(plugins))
     return strategy.spec.build(context, model, optimizer)
+
+
+def check_buildable(strategy: ResolvedStrategy, settings: ExperimentSettings) -> None:
+    """Build ``strategy`` once without training (model, optimizer, strategy object), so that
+    every setting its constructors validate is checked before a sweep's first run.
+
+    Raises ``ValueError`` naming the strategy; the global RNGs are left as they were.
+    """
+    from avalanche.training.plugins import EvaluationPlugin
+
+    with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            build_strategy(strategy, settings, EvaluationPlugin(loggers=[]))
+        except (ValueError, TypeError) as error:
+            raise ValueError(f"strategy {strategy.label}: {error}") from error

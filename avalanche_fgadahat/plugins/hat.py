@@ -312,7 +312,7 @@ class HATPlugin(SupervisedPlugin):
             if thresholds is None:
                 warnings.simplefilter("ignore")
             report = diagnose(model, self.task, self._start_embeddings, self._previous_cumulative,
-                              thresholds or LearningDiagnostics())
+                              thresholds or LearningDiagnostics(), hard_freeze=self.adjustment_mode == "hat")
         self._start_embeddings, self._previous_cumulative = None, {}
         return report
 
