@@ -8,7 +8,8 @@ from .strategies import HAT, AdaHAT, FGAdaHAT
 from . import checkpoint  # noqa: E402,F401
 from .determinism import set_seed  # noqa: E402
 from .figures import plot_masks, save_mask_figure
-from .metrics import MetricsCSVLogger, hat_capacity_metrics, hat_mask_metrics
+from .metrics import MetricsCSVLogger, hat_capacity_metrics, hat_diagnostic_metrics, hat_mask_metrics
+from .plugins.diagnostics import HATDiagnosticWarning, LearningDiagnostics
 
 __version__ = "0.1.0"
 
@@ -18,11 +19,14 @@ __all__ = [
     "FGAdaHAT",
     "FGAdaHATPlugin",
     "HAT",
+    "HATDiagnosticWarning",
     "HATPlugin",
+    "LearningDiagnostics",
     "set_seed",
     "MetricsCSVLogger",
     "__version__",
     "hat_capacity_metrics",
+    "hat_diagnostic_metrics",
     "hat_mask_metrics",
     "plot_masks",
     "save_mask_figure",

@@ -4,6 +4,8 @@
   experience and at eval time;
 * :func:`hat_mask_metrics` — per-layer mask usage of every task and of all tasks, and the
   mask figure (to TensorBoard);
+* :func:`hat_diagnostic_metrics` — the end-of-experience learning diagnostics (mask change,
+  embedding shift, free capacity, trainable share of the task's weights);
 * :class:`MetricsCSVLogger` — every scalar metric (custom ones too) to a CSV file.
 """
 
@@ -15,10 +17,12 @@ from .capacity import (
     hat_capacity_metrics,
 )
 from .csv_logger import MetricsCSVLogger
+from .diagnostics import LearningDiagnosticsMetric, hat_diagnostic_metrics
 from .masks import MaskFigure, MaskUsage, hat_mask_metrics, mask_usage
 
 __all__ = [
     "ExperienceNetworkCapacity",
+    "LearningDiagnosticsMetric",
     "MaskFigure",
     "MaskUsage",
     "MetricsCSVLogger",
@@ -26,6 +30,7 @@ __all__ = [
     "StreamNetworkCapacity",
     "find_hat_plugin",
     "hat_capacity_metrics",
+    "hat_diagnostic_metrics",
     "hat_mask_metrics",
     "mask_usage",
 ]

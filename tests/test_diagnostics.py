@@ -1,0 +1,149 @@
+"""Tell users when HAT cannot learn: the end-of-experience diagnostics against hand
+computations, the warnings on a run that cannot learn, silence on one that does, the
+metrics, and the thresholds' validation."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+from avalanche.training.plugins import EvaluationPlugin
+
+from avalanche_fgadahat import (
+    HAT,
+    AdaHAT,
+    HATDiagnosticWarning,
+    LearningDiagnostics,
+    hat_diagnostic_metrics,
+    set_seed,
+)
+from avalanche_fgadahat.data import split_digits
+from avalanche_fgadahat.models import HATMLP
+from avalanche_fgadahat.plugins.diagnostics import diagnose, snapshot_cumulative
+
+pytestmark = pytest.mark.filterwarnings("ignore:No loggers specified")
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return split_digits(5)
+
+
+def _set_embeddings(model, signs):
+    with torch.no_grad():
+        for key, values in signs.items():
+            model.task_embedding[key].copy_(torch.tensor(values, dtype=torch.float32) * 2 - 1)
+
+
+def test_report_against_hand_computation():
+    model = HATMLP(3, (4, 2))  # fc.0: 4×3 weights + 4 biases; fc.1: 2×4 + 2
+    _set_embeddings(model, {"fc0": [1, 1, 0, 0], "fc1": [1, 0]})
+    model.commit_task(0)
+    previous = snapshot_cumulative(model)
+    _set_embeddings(model, {"fc0": [0, 1, 1, 0], "fc1": [1, 1]})
+    start = model.task_embeddings.detach().clone()
+    with torch.no_grad():  # the task moved two units' embeddings across 0, by 2 each
+        model.task_embeddings[0] += 2.0   # fc0 unit 0: off → on
+        model.task_embeddings[2] -= 2.0   # fc0 unit 2: on → off
+    # task 1 stores fc0 = [1, 1, 0, 0], fc1 = [1, 1]
+    model.commit_task(1)
+    report = diagnose(model, 1, start, previous, LearningDiagnostics(min_free_capacity=0.0,
+                                                                     min_trainable_used=0.0))
+    assert report.mask_change == pytest.approx(2 / 6)
+    assert report.embedding_shift == pytest.approx(4 / 6)
+    # after both tasks M = fc0 [1,1,0,0], fc1 [1,1]; frozen: fc.0 weights 2 rows × 3 + 2 biases;
+    # fc.1 weights min(M1[i], M0[j]): 2 rows × 2 used inputs = 4, biases 2
+    frozen = 2 * 3 + 2 + 4 + 2
+    assert report.free_capacity == pytest.approx(1 - frozen / (12 + 4 + 8 + 2))
+    # task 1 uses fc.0 rows 0, 1 (6 weights), all frozen by task 0 before → 0 trainable;
+    # fc.1: uses min(m1[i], m0[j]) = rows 0, 1 × inputs 0, 1 = 4 weights; frozen before:
+    # row 0 (M1 = 1) × inputs 0, 1 (M0 = 1) = 2 → 2 of 4 trainable
+    assert report.trainable_used == {"fc.0": 0.0, "fc.1": pytest.approx(0.5)}
+    assert report.warnings == ()
+
+
+def test_thresholds_decide_which_warnings_fire():
+    model = HATMLP(3, (4, 2))
+    _set_embeddings(model, {"fc0": [1, 1, 0, 0], "fc1": [1, 0]})
+    previous = snapshot_cumulative(model)
+    start = model.task_embeddings.detach().clone()
+    model.commit_task(0)  # embeddings never moved
+    with pytest.warns(HATDiagnosticWarning) as record:
+        report = diagnose(model, 0, start, previous, LearningDiagnostics(min_free_capacity=0.9))
+    messages = [str(w.message) for w in record]
+    assert len(messages) == 2 == len(report.warnings)
+    assert "only 0.00% of the mask bits changed" in messages[0] and "lr x optimizer steps" in messages[0]
+    assert "free for the next task" in messages[1]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # AdaHAT-style rules: capacity is reported, not warned about
+        diagnose(model, 0, start, previous, LearningDiagnostics(min_mask_change=0.0, min_free_capacity=0.9,
+                                                                min_trainable_used=1.0), hard_freeze=False)
+
+
+def test_a_run_that_cannot_learn_warns_and_one_that_can_does_not(digits):
+    """The issue's case: 3 epochs at batch 32 (≈ 27 Adam steps at lr 1e-3 per task)."""
+    def run(epochs, batch):
+        set_seed(1)
+        model = HATMLP(64, (256, 256))
+        strategy = HAT(model=model, optimizer=torch.optim.Adam(model.parameters(), lr=1e-3),
+                       train_mb_size=batch, train_epochs=epochs, evaluator=EvaluationPlugin(loggers=[]))
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            for experience in digits.train_stream[:2]:
+                strategy.train(experience)
+        return [str(w.message) for w in caught if w.category is HATDiagnosticWarning], strategy
+
+    few, strategy = run(3, 32)
+    assert sum("mask bits changed" in m for m in few) == 2
+    assert strategy.hat_plugin.last_report.embedding_shift < 0.02
+    enough, strategy = run(20, 16)
+    assert not [m for m in enough if "mask bits changed" in m]
+    assert strategy.hat_plugin.last_report.embedding_shift > 0.02
+
+
+def test_diagnostics_none_silences_the_warnings_but_keeps_the_report(digits):
+    set_seed(1)
+    model = HATMLP(64, (32,))
+    strategy = AdaHAT(model=model, optimizer=torch.optim.Adam(model.parameters(), lr=1e-3), train_mb_size=32,
+                      evaluator=EvaluationPlugin(loggers=[]), diagnostics=None)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", HATDiagnosticWarning)
+        strategy.train(digits.train_stream[0])
+    report = strategy.hat_plugin.last_report
+    assert report.task == 0 and report.mask_change < 0.01 and report.warnings
+
+
+def test_metrics_emit_the_report(digits):
+    set_seed(1)
+    model = HATMLP(64, (32,))
+    evaluator = EvaluationPlugin(*hat_diagnostic_metrics(), loggers=[])
+    strategy = HAT(model=model, optimizer=torch.optim.Adam(model.parameters(), lr=1e-3), train_mb_size=32,
+                   evaluator=evaluator, diagnostics=None)
+    strategy.train(digits.train_stream[0])
+    strategy.train(digits.train_stream[1])
+    report = strategy.hat_plugin.last_report
+    metrics = evaluator.get_all_metrics()
+    suffix = "train_phase/train_stream/Task001/Exp001"
+    assert metrics[f"HATDiag_MaskChange_Exp/{suffix}"][1] == [report.mask_change]
+    assert metrics[f"HATDiag_FreeCapacity_Exp/{suffix}"][1] == [report.free_capacity]
+    assert metrics[f"HATDiag_EmbeddingShift_Exp/{suffix}"][1] == [report.embedding_shift]
+    assert metrics[f"HATDiag_TrainableUsed_Exp/{suffix}/fc.0"][1] == [report.trainable_used["fc.0"]]
+    assert metrics[f"HATDiag_Warnings_Exp/{suffix}"][1] == [float(len(report.warnings))]
+    assert len(metrics[f"HATDiag_MaskChange_Exp/train_phase/train_stream/Task000/Exp000"][1]) == 1
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"min_mask_change": 1.5}, "diagnostics.min_mask_change must be <= 1"),
+    ({"min_free_capacity": -0.1}, "diagnostics.min_free_capacity must be >= 0"),
+    ({"min_embedding_shift": float("nan")}, "diagnostics.min_embedding_shift must be finite"),
+])
+def test_bad_thresholds_name_the_setting(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        LearningDiagnostics(**kwargs)
+
+
+def test_diagnostics_of_the_wrong_type_are_refused():
+    with pytest.raises(ValueError, match="diagnostics must be a LearningDiagnostics or None"):
+        HAT(model=HATMLP(3, (4,)), optimizer=torch.optim.SGD(HATMLP(3, (4,)).parameters(), lr=0.1),
+            diagnostics={"min_mask_change": 0.1})

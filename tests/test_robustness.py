@@ -1,0 +1,430 @@
+"""Behave like an Avalanche strategy everywhere (issue: robustness).
+
+Each test reproduces a failure a user met (docs/bad_input.md, docs/reliability.md) and
+checks the documented behaviour: Avalanche features that evaluate before training, the
+legacy positional form, tensor task labels on a fresh model, wrappers, checkpoints from
+callbacks, two HAT-family plugins, late CLI validation, strategies and plugins that mix
+tasks, and the untrained-head note.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import pytest
+import torch
+from avalanche.benchmarks import tensors_benchmark
+from avalanche.core import SupervisedPlugin
+from avalanche.evaluation.metrics import accuracy_metrics
+from avalanche.models import MTSimpleMLP
+from avalanche.training import Cumulative, JointTraining, Naive
+from avalanche.training.plugins import EarlyStoppingPlugin, EvaluationPlugin, LRSchedulerPlugin, ReplayPlugin
+from avalanche.training.templates.base import PositionalArgumentsDeprecatedWarning
+
+from avalanche_fgadahat import HAT, AdaHAT, AdaHATPlugin, FGAdaHAT, FGAdaHATPlugin, HATPlugin, set_seed
+from avalanche_fgadahat.checkpoint import maybe_load_checkpoint, save_checkpoint
+from avalanche_fgadahat.data import split_digits
+from avalanche_fgadahat.models import HATMLP
+from avalanche_fgadahat.plugins.hat import ExperiencePhase
+
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:No loggers specified"),
+    pytest.mark.filterwarnings("ignore::UserWarning"),
+    pytest.mark.filterwarnings("ignore::avalanche.training.templates.base.PositionalArgumentsDeprecatedWarning"),
+]
+
+
+def _quiet(*metrics) -> EvaluationPlugin:
+    return EvaluationPlugin(*metrics, loggers=[])
+
+
+def _state(model) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def _same_state(before, model, ignore=frozenset()) -> bool:
+    after = model.state_dict()
+    return after.keys() == before.keys() and all(
+        torch.equal(before[k], after[k]) for k in before if k not in ignore
+    )
+
+
+@pytest.fixture(scope="module")
+def digits2():
+    """Two real tasks of five classes each (the first task has more than two classes)."""
+    return split_digits(2)
+
+
+@pytest.fixture(scope="module")
+def digits5():
+    return split_digits(5)
+
+
+def _three_class_benchmark():
+    """The issue's smallest case: a 3-class ``tensors_benchmark`` of two tasks."""
+    generator = torch.Generator().manual_seed(0)
+
+    def data(n):
+        return torch.randn(n, 6, generator=generator), torch.arange(n) % 3
+
+    return tensors_benchmark(train_tensors=[data(30), data(30)], test_tensors=[data(12), data(12)], task_labels=[0, 1])
+
+
+BUILDERS = {
+    "HAT": lambda model, optimizer, plugins=(), **kw: HAT(model=model, optimizer=optimizer, plugins=list(plugins), **kw),
+    "AdaHAT": lambda model, optimizer, plugins=(), **kw: AdaHAT(model=model, optimizer=optimizer, plugins=list(plugins), **kw),
+    "FGAdaHAT": lambda model, optimizer, plugins=(), **kw: FGAdaHAT(model=model, optimizer=optimizer, plugins=list(plugins), **kw),
+    "Naive+HATPlugin": lambda model, optimizer, plugins=(), **kw: Naive(
+        model=model, optimizer=optimizer, plugins=[HATPlugin(), *plugins], **kw
+    ),
+}
+
+
+# ---------------------------------------------------------------- 1. evaluation before training
+def test_smallest_case_eval_every_0_trains_both_tasks():
+    bench = _three_class_benchmark()
+    model = HATMLP(6, (10,))
+    strategy = HAT(model=model, optimizer=torch.optim.SGD(model.parameters(), lr=0.1), eval_every=0,
+                   evaluator=_quiet())
+    stale = model.classifier.classifiers["0"].classifier.weight  # replaced by the initial eval's growth
+    strategy.train(bench.train_stream[0], eval_streams=[bench.test_stream])
+    assert model.classifier.classifiers["0"].classifier.weight is not stale
+    strategy.train(bench.train_stream[1], eval_streams=[bench.test_stream])
+    assert model.trained_tasks() == [0, 1]
+    # the new head weight is optimised; the stale one stays in the optimizer, untouched, as in Naive
+    held = {id(p) for group in strategy.optimizer.param_groups for p in group["params"]}
+    assert id(model.classifier.classifiers["0"].classifier.weight) in held and id(stale) in held
+
+
+def test_smallest_case_passes_with_naive_and_mtsimplemlp():
+    """The control of the issue: Avalanche's own strategy and model on the same case."""
+    bench = _three_class_benchmark()
+    model = MTSimpleMLP(input_size=6, hidden_size=10)
+    strategy = Naive(model=model, optimizer=torch.optim.SGD(model.parameters(), lr=0.1), eval_every=0,
+                     evaluator=_quiet())
+    strategy.train(bench.train_stream[0], eval_streams=[bench.test_stream])
+    strategy.train(bench.train_stream[1], eval_streams=[bench.test_stream])
+
+
+@pytest.mark.parametrize("name", list(BUILDERS))
+@pytest.mark.parametrize("trigger", ["eval_every=0", "eval_every=1", "eval_first", "shared_head", "early_stopping"])
+def test_evaluation_before_training_does_not_break_the_next_train(digits2, name, trigger):
+    if trigger == "shared_head":  # global class ids: the one head grows from 5 to 10 classes
+        digits2 = split_digits(2, class_ids_from_zero_in_each_exp=False)
+    set_seed(0)
+    model = HATMLP(64, (32,), multihead=trigger != "shared_head")
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    kwargs = dict(train_mb_size=32, train_epochs=2, evaluator=_quiet(accuracy_metrics(experience=True)))
+    plugins = []
+    if trigger.startswith("eval_every"):
+        kwargs["eval_every"] = int(trigger[-1])
+    if trigger == "early_stopping":  # a validation stream evaluated before and during training
+        plugins = [EarlyStoppingPlugin(patience=5, val_stream_name="test"),
+                   LRSchedulerPlugin(torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer),
+                                     metric="val_loss", step_granularity="epoch")]
+        kwargs["eval_every"] = 1
+    strategy = BUILDERS[name](model, optimizer, plugins, **kwargs)
+    if trigger in ("eval_first", "shared_head"):
+        strategy.eval(digits2.test_stream)  # forward-transfer metrics need this
+    for experience in digits2.train_stream:
+        strategy.train(experience, eval_streams=[digits2.test_stream])
+        if trigger == "shared_head":
+            strategy.eval(digits2.test_stream)  # grows the one shared head to all classes
+    assert model.trained_tasks() == [0, 1]
+    results = strategy.eval(digits2.test_stream)
+    accuracies = [v for k, v in results.items() if k.startswith("Top1_Acc_Exp/eval_phase/test_stream")]
+    assert len(accuracies) == 2
+    if trigger == "shared_head":  # one head over ten classes: only the last task is sure to hold
+        assert accuracies[-1] > 0.5
+    else:
+        assert min(accuracies) > 0.5  # five classes each: chance is 0.2
+
+
+def test_optimizer_of_another_model_is_still_refused_before_anything_changes(digits2):
+    model = HATMLP(64, (16,))
+    strategy = HAT(model=model, optimizer=torch.optim.SGD(HATMLP(64, (16,)).parameters(), lr=0.1),
+                   evaluator=_quiet())
+    before = _state(model)
+    with pytest.raises(ValueError, match="only parameters that are not the model's"):
+        strategy.train(digits2.train_stream[0])
+    assert _same_state(before, model)
+
+
+# ---------------------------------------------------------------- 2. Avalanche's positional form
+@pytest.mark.parametrize("cls", [HAT, AdaHAT, FGAdaHAT])
+def test_positional_model_optimizer_criterion_mean_what_they_mean_for_naive(cls, digits2):
+    model = HATMLP(64, (16,))
+    criterion = torch.nn.CrossEntropyLoss(label_smoothing=0.1)
+    with pytest.warns(PositionalArgumentsDeprecatedWarning):
+        strategy = cls(model, torch.optim.SGD(model.parameters(), lr=0.1), criterion, 7, 2,
+                       evaluator=_quiet())
+    assert strategy._criterion is criterion
+    assert (strategy.train_mb_size, strategy.train_epochs, strategy.eval_mb_size) == (7, 2, 7)
+    assert strategy.hat_plugin.adjustment_mode == cls(model=model, optimizer=strategy.optimizer).hat_plugin.adjustment_mode
+
+
+# ---------------------------------------------------------------- 3. tensor task labels
+def test_fresh_model_with_tensor_task_labels_matches_the_int_form():
+    model = HATMLP(6, (10,)).eval()
+    x = torch.randn(4, 6)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        out = model(x, torch.zeros(4, dtype=torch.long))
+        assert out.shape == (4, 2) == MTSimpleMLP(input_size=6, hidden_size=10).eval()(x, torch.zeros(4, dtype=torch.long)).shape
+        assert torch.equal(out, model(x, 0))
+
+
+def test_mixed_task_labels_pad_every_head_to_the_widest(digits2, digits5):
+    set_seed(0)
+    model = HATMLP(64, (16,))
+    strategy = HAT(model=model, optimizer=torch.optim.Adam(model.parameters(), lr=1e-2), train_mb_size=64,
+                   evaluator=_quiet())
+    strategy.train(digits2.train_stream[0])  # task 0: a head of 5 classes
+    from avalanche.models.utils import avalanche_model_adaptation
+
+    avalanche_model_adaptation(model, digits5.test_stream[3])  # task 3's head: 2 classes, untrained
+    model.eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        x = torch.randn(6, 64)
+        labels = torch.tensor([0, 3, 0, 3, 3, 0])  # task 3 never trained: its fresh 2-unit head
+        out = model(x, labels)
+        assert out.shape == (6, 5)
+        torch.testing.assert_close(out[labels == 0], model(x[labels == 0], 0), rtol=0, atol=0)
+        three = model(x[labels == 3], 3)
+        assert torch.equal(out[labels == 3, : three.shape[1]], three)
+        assert torch.all(out[labels == 3, three.shape[1]:] == 0)
+
+
+# ---------------------------------------------------------------- 4. DataParallel
+def test_dataparallel_is_refused_at_construction_with_the_reason():
+    wrapped = torch.nn.DataParallel(HATMLP(6, (10,)))
+    with pytest.raises(TypeError, match="DataParallel wrapping a HATMLP.*without task labels.*device="):
+        HAT(model=wrapped, optimizer=torch.optim.SGD(wrapped.parameters(), lr=0.1))
+
+
+def test_dataparallel_in_a_plain_template_is_refused_before_anything_trains(digits2):
+    inner = HATMLP(64, (16,))
+    wrapped = torch.nn.DataParallel(inner)
+    strategy = Naive(model=wrapped, optimizer=torch.optim.SGD(wrapped.parameters(), lr=0.1),
+                     plugins=[HATPlugin()], evaluator=_quiet())
+    before = _state(inner)
+    with pytest.raises(TypeError, match="DataParallel wrapping a HATMLP"):
+        strategy.train(digits2.train_stream[0])
+    assert _same_state(before, inner)
+
+
+# ---------------------------------------------------------------- 5. checkpoint from after_training_exp
+class _SaveAfterExperience(SupervisedPlugin):
+    def __init__(self, path, use_avalanche: bool = False) -> None:
+        super().__init__()
+        self.path, self.use_avalanche = path, use_avalanche
+
+    def after_training_exp(self, strategy, **kwargs):
+        if self.use_avalanche:
+            import dill
+            from avalanche.checkpointing import save_checkpoint as avalanche_save
+
+            byref = dill.settings["byref"]
+            dill.settings["byref"] = True
+            try:
+                avalanche_save(strategy, str(self.path))
+            finally:
+                dill.settings["byref"] = byref
+        else:
+            save_checkpoint(strategy, self.path)
+
+
+def test_save_from_after_training_exp_is_refused_and_the_task_kept(digits2, tmp_path):
+    path = tmp_path / "exp.ckpt"
+    model = HATMLP(64, (16,))
+    strategy = HAT(model=model, optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
+                   plugins=[_SaveAfterExperience(path)], evaluator=_quiet())
+    with pytest.raises(ValueError, match="after_training_exp callback.*clock.*after strategy.train"):
+        strategy.train(digits2.train_stream[0])
+    assert not path.exists()
+    # the task was stored before the user's callback raised; the model stays usable
+    assert model.trained_tasks() == [0]
+    strategy.plugins = [p for p in strategy.plugins if not isinstance(p, _SaveAfterExperience)]
+    strategy.train(digits2.train_stream[1])
+    save_checkpoint(strategy, path)  # between experiences: allowed
+    assert path.exists() and strategy.hat_plugin.phase is ExperiencePhase.IDLE
+
+
+def test_save_from_an_after_training_callback_is_consistent(digits2, tmp_path):
+    path = tmp_path / "after_training.ckpt"
+
+    class SaveAfterTraining(SupervisedPlugin):
+        def after_training(self, strategy, **kwargs):
+            save_checkpoint(strategy, path)
+
+    set_seed(0)
+    model = HATMLP(64, (16,))
+    strategy = HAT(model=model, optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
+                   plugins=[SaveAfterTraining()], evaluator=_quiet())
+    strategy.train(digits2.train_stream[0])
+    fresh = HAT(model=HATMLP(64, (16,)), optimizer=torch.optim.SGD(model.parameters(), lr=0.1), evaluator=_quiet())
+    fresh, start = maybe_load_checkpoint(fresh, path)
+    assert start == 1 and fresh.model.trained_tasks() == [0]
+
+
+def test_inconsistent_checkpoint_written_by_avalanche_is_detected(digits2, tmp_path):
+    path = tmp_path / "avalanche.ckpt"
+    model = HATMLP(64, (16,))
+    strategy = HAT(model=model, optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
+                   plugins=[_SaveAfterExperience(path, use_avalanche=True)], evaluator=_quiet())
+    strategy.train(digits2.train_stream[0])
+    assert path.exists()
+    fresh_model = HATMLP(64, (16,))
+    fresh = HAT(model=fresh_model, optimizer=torch.optim.SGD(fresh_model.parameters(), lr=0.1), evaluator=_quiet())
+    before = _state(fresh_model)
+    with pytest.raises(ValueError, match="inconsistent.*after_training_exp.*delete it"):
+        maybe_load_checkpoint(fresh, path)
+    assert fresh.model is fresh_model and _same_state(before, fresh_model)
+
+
+# ---------------------------------------------------------------- 6. two HAT-family plugins
+@pytest.mark.parametrize("cls, extra", [(HAT, AdaHATPlugin), (AdaHAT, HATPlugin), (FGAdaHAT, FGAdaHATPlugin)])
+def test_second_hat_family_plugin_is_refused_at_construction(cls, extra):
+    model = HATMLP(6, (10,))
+    with pytest.raises(ValueError, match=f"plugins= holds {extra.__name__}.*use exactly one"):
+        cls(model=model, optimizer=torch.optim.SGD(model.parameters(), lr=0.1), plugins=[extra()])
+
+
+def test_two_plugins_on_a_plain_template_are_refused_before_anything_trains(digits2):
+    model = HATMLP(64, (16,))
+    iterations = []
+
+    class Count(SupervisedPlugin):
+        def before_training_iteration(self, strategy, **kwargs):
+            iterations.append(1)
+
+    strategy = Naive(model=model, optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
+                     plugins=[HATPlugin(), AdaHATPlugin(), Count()], evaluator=_quiet())
+    before = _state(model)
+    with pytest.raises(ValueError, match=r"holds 2 HAT-family plugins \(HATPlugin, AdaHATPlugin\)"):
+        strategy.train(digits2.train_stream[0])
+    assert not iterations and _same_state(before, model) and model.trained_tasks() == []
+
+
+# ---------------------------------------------------------------- 7. CLI validates every strategy first
+def test_cli_refuses_a_bad_strategy_setting_before_the_first_run(tmp_path, capsys):
+    from avalanche_fgadahat.experiments.__main__ import main
+
+    out = tmp_path / "sweep"
+    code = main(["--benchmark", "digits", "--strategies", "hat", "packnet", "--epochs", "1",
+                 "--hidden-sizes", "8", "--out", str(out), "--quiet"])
+    assert code == 2
+    assert "strategy packnet: packnet needs 1 <= post_prune_epochs < epochs" in capsys.readouterr().err
+    assert not out.exists()  # hat was neither trained nor saved
+
+
+# ---------------------------------------------------------------- 8. strategies and plugins that mix tasks
+def test_cumulative_is_refused_naming_the_strategy_before_model_adaptation(digits5):
+    set_seed(0)
+    model = HATMLP(64, (16,))
+    strategy = Cumulative(model=model, criterion=torch.nn.CrossEntropyLoss(), optimizer=torch.optim.Adam(model.parameters(), lr=1e-2),
+                          plugins=[HATPlugin()], train_mb_size=64, evaluator=_quiet())
+    strategy.train(digits5.train_stream[0])  # one task: nothing mixed yet
+    before = _state(model)
+    heads = list(model.classifier.classifiers)
+    with pytest.raises(ValueError, match=r"task 1's experience holds task labels \[0, 1\].*here: Cumulative"):
+        strategy.train(digits5.train_stream[1])
+    assert _same_state(before, model) and list(model.classifier.classifiers) == heads
+    assert model.current_train_task is None and model.trained_tasks() == [0]
+
+
+def test_joint_training_is_refused_naming_the_strategy(digits5):
+    model = HATMLP(64, (16,))
+    strategy = JointTraining(model=model, criterion=torch.nn.CrossEntropyLoss(), optimizer=torch.optim.Adam(model.parameters(), lr=1e-2),
+                             plugins=[HATPlugin()], train_mb_size=64, evaluator=_quiet())
+    before = _state(model)
+    with pytest.raises(ValueError, match=r"task labels \[0, 1, 2, 3, 4\].*here: JointTraining"):
+        strategy.train(digits5.train_stream)
+    assert _same_state(before, model) and model.current_train_task is None
+
+
+@pytest.mark.parametrize("template", ["HAT", "Naive+HATPlugin"])
+def test_replay_is_refused_naming_the_plugin_and_the_model_left_as_it_was(digits5, template):
+    set_seed(0)
+    model = HATMLP(64, (16,))
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    replay = ReplayPlugin(mem_size=50)
+    kwargs = dict(train_mb_size=32, evaluator=_quiet())
+    if template == "HAT":
+        strategy = HAT(model=model, optimizer=optimizer, plugins=[replay], **kwargs)
+    else:
+        strategy = Naive(model=model, optimizer=optimizer, plugins=[HATPlugin(), replay], **kwargs)
+    strategy.train(digits5.train_stream[0])
+    starts = []
+
+    class Record(SupervisedPlugin):
+        def before_training_exp(self, strategy, **kwargs):
+            starts.append(_state(strategy.model))
+
+    strategy.plugins.insert(0, Record())
+    with pytest.raises(ValueError, match=r"found \[0, 1\] at iteration 0.*here: ReplayPlugin.*rolled back"):
+        strategy.train(digits5.train_stream[1])
+    assert _same_state(starts[0], model)
+    assert model.current_train_task is None and model.gate_scale is None and model.trained_tasks() == [0]
+    plugin = next(p for p in strategy.plugins if isinstance(p, HATPlugin))
+    assert plugin.phase is ExperiencePhase.IDLE
+
+
+def test_plain_template_rolls_back_an_error_raised_outside_the_plugin_at_the_next_train(digits5):
+    set_seed(0)
+    model = HATMLP(64, (16,))
+
+    class Boom(SupervisedPlugin):
+        armed = False
+
+        def after_forward(self, strategy, **kwargs):
+            if self.armed and strategy.clock.train_epoch_iterations == 2:
+                raise RuntimeError("user code failed")
+
+    boom = Boom()
+    strategy = Naive(model=model, optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
+                     plugins=[HATPlugin(), boom], train_mb_size=32, evaluator=_quiet())
+    strategy.train(digits5.train_stream[0])
+    starts = []
+
+    class Record(SupervisedPlugin):
+        def before_training_exp(self, strategy, **kwargs):
+            starts.append(_state(strategy.model))
+
+    strategy.plugins.insert(0, Record())
+    boom.armed = True
+    with pytest.raises(RuntimeError, match="user code failed"):
+        strategy.train(digits5.train_stream[1])
+    assert model.current_train_task == 1  # a plain template has no hook on errors
+    boom.armed = False
+    with pytest.warns(RuntimeWarning, match="rolled back"):
+        strategy.train(digits5.train_stream[1])
+    assert model.trained_tasks() == [0, 1]
+    # the second attempt started from the state the first one started from
+    assert len(starts) == 2 and all(torch.equal(starts[0][k], starts[1][k]) for k in starts[0])
+
+
+# ---------------------------------------------------------------- 9. an untrained head is not chance level
+def test_untrained_head_with_class_ids_not_from_zero_is_not_chance_level():
+    """docs: a never-trained task is evaluated through Avalanche's untrained head, grown to
+    the task's largest class id; its predictions fall outside the task's classes."""
+    bench = split_digits(5, class_ids_from_zero_in_each_exp=False)
+    set_seed(0)
+    model = HATMLP(64, (16,))
+    strategy = HAT(model=model, optimizer=torch.optim.SGD(model.parameters(), lr=0.1), train_mb_size=64,
+                   evaluator=_quiet(accuracy_metrics(experience=True)))
+    strategy.train(bench.train_stream[0])
+    predictions = []
+
+    class Spy(SupervisedPlugin):
+        def after_eval_forward(self, strategy, **kwargs):
+            predictions.append(strategy.mb_output.argmax(1))
+
+    strategy.plugins.append(Spy())
+    results = strategy.eval(bench.test_stream[4:5])  # task 4 (classes 8, 9) was never trained
+    predicted = torch.cat(predictions)
+    outside = float((predicted < 8).float().mean())
+    accuracy = results["Top1_Acc_Exp/eval_phase/test_stream/Task004/Exp004"]
+    assert outside > 0.5 and accuracy < 0.5 - 1e-9 or math.isclose(accuracy, 0.0)
