@@ -370,16 +370,16 @@ class _Spy(SupervisedPlugin):
         self.steps_at_epoch_end.append(int(strategy.model.importance_steps))
 
 
-def _train(digits, importance_type, tasks=2, **kwargs):
+def _train(digits, importance_type, tasks=2, epochs=1, batch=64, hidden=(16, 8), **kwargs):
     torch.manual_seed(0)
-    model = HATMLP(64, (16, 8))
+    model = HATMLP(64, hidden)
     spy = _Spy()
     strategy = FGAdaHAT(
         model=model,
         optimizer=torch.optim.Adam(model.parameters(), lr=1e-2),
         importance_type=importance_type,
-        train_mb_size=64,
-        train_epochs=1,
+        train_mb_size=batch,
+        train_epochs=epochs,
         eval_mb_size=256,
         evaluator=EvaluationPlugin(accuracy_metrics(experience=True), loggers=[]),
         plugins=[spy],
@@ -395,11 +395,13 @@ def _train(digits, importance_type, tasks=2, **kwargs):
 
 @pytest.mark.parametrize("importance_type", IN_PASS)
 def test_end_to_end_two_tasks(digits, importance_type):
-    model, strategy, spy, results = _train(digits, importance_type)
+    # 3 epochs at batch 16 (about 55 Adam steps at lr 1e-2 per task) on 32-32 units: enough for
+    # every task to learn (on 16-8 units task 0 stays at chance: 0.505 whatever the importance)
+    model, strategy, spy, results = _train(digits, importance_type, epochs=3, batch=16, hidden=(32, 32))
     needs = IMPORTANCE_TYPES[importance_type].needs_activations
     assert spy.records and all(rec == (needs, needs) for rec in spy.records)
-    batches = [math.ceil(len(exp.dataset) / 64) for exp in digits.train_stream[:2]]
-    assert spy.steps_at_epoch_end == batches and min(batches) >= 2
+    batches = [math.ceil(len(exp.dataset) / 16) for exp in digits.train_stream[:2]]
+    assert spy.steps_at_epoch_end == [b * e for b in batches for e in (1, 2, 3)] and min(batches) >= 2
     assert model.record_activations is False and int(model.importance_steps) == 0
     assert model.trained_tasks() == [0, 1]
     for state in model.unit_state.values():
@@ -411,7 +413,7 @@ def test_end_to_end_two_tasks(digits, importance_type):
         torch.testing.assert_close(state.summed_importance, 2 * i0 + i1)
         assert state.importance_step_sum.abs().sum() == 0
     accuracies = [v for k, v in results.items() if k.startswith("Top1_Acc_Exp")]
-    assert len(accuracies) == 2 and all(0.0 <= a <= 1.0 for a in accuracies)
+    assert len(accuracies) == 2 and min(accuracies) > 0.8  # two classes per task: chance is 0.5
 
 
 def test_training_adjusts_second_task_and_state_dict_roundtrip(digits):

@@ -347,3 +347,67 @@ def test_attribution_types_train_inside_fgadahat(importance_type):
     assert len(modes) > 1 and all(modes)
     for key, state in model.unit_state.items():
         assert torch.isfinite(state.summed_importance).all() and state.summed_importance.abs().sum() > 0, key
+
+
+# ---------------------------------------------------------------------------- independent oracle
+class _PlainMaskedMLP(torch.nn.Module):
+    """Written here, independently of the package's forward wrapper: the task's masked MLP
+    as plain modules — ``Linear → × mask → ReLU`` per layer, then the task's head — with the
+    weights copied from a HAT model. Captum is run on this model's ``Linear`` layers."""
+
+    def __init__(self, hat_model: HATMLP, masks: dict, task: int) -> None:
+        super().__init__()
+        import copy
+
+        self.fcs = torch.nn.ModuleList(copy.deepcopy(layer) for layer in hat_model.fc)
+        self.masks = [masks[f"fc{i}"].detach().clone() for i in range(len(self.fcs))]
+        self.relus = torch.nn.ModuleList(torch.nn.ReLU() for _ in self.fcs)
+        self.head = copy.deepcopy(hat_model.classifier.classifiers[str(task)].classifier)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = x.flatten(1)
+        for fc, mask, relu in zip(self.fcs, self.masks, self.relus):
+            h = relu(fc(h) * mask)
+        return self.head(h)
+
+
+def _captum_on_plain_model(name: str, plain: _PlainMaskedMLP, x, y, settings) -> dict:
+    import captum.attr as ca
+
+    def attribute(layer):
+        if name == "gradient_x_activation_abs":
+            return ca.LayerGradientXActivation(plain, layer).attribute(x, target=y)
+        if name == "conductance_abs":
+            return ca.LayerConductance(plain, layer).attribute(x, target=y, n_steps=settings.conductance_steps)
+        if name == "internal_influence_abs":
+            return ca.InternalInfluence(plain, layer).attribute(x, target=y, n_steps=settings.internal_influence_steps)
+        if name == "gradcam_abs":  # a linear unit is a 1×1 map: Grad-CAM kept per unit is g ⊙ a
+            return ca.LayerGradCam(plain, layer).attribute(x, target=y, attr_dim_summation=False)
+        if name == "deeplift_abs":
+            return ca.LayerDeepLift(plain, layer).attribute(x, target=y)
+        if name == "integrated_gradients_abs":
+            return ca.LayerIntegratedGradients(plain, layer).attribute(
+                x, target=y, n_steps=settings.integrated_gradients_steps
+            )
+        if name == "feature_ablation_abs":
+            units = torch.arange(layer.out_features).unsqueeze(0)
+            return ca.LayerFeatureAblation(plain, layer).attribute(x, target=y, layer_mask=units)
+        if name == "lrp_abs":
+            return ca.LayerLRP(plain, layer).attribute(x, target=y)
+        raise AssertionError(name)
+
+    return {f"fc{i}": attribute(layer).abs().mean(dim=0).detach() for i, layer in enumerate(plain.fcs)}
+
+
+@pytest.mark.parametrize("name", [n for n in ATTRIBUTION_TYPES if n not in ("gradientshap_abs", "deepliftshap_abs")])
+def test_values_equal_captum_on_an_independently_written_model(name, first_experience):
+    """An oracle sharing no code with the package (its reference in ``attribution.py`` uses
+    the same forward wrapper as the fast functions). The random-baseline methods
+    (GradientSHAP, DeepLIFT-SHAP) are compared with Captum above with the same draws."""
+    model, shape = _tiny_mlp()
+    ctx = _context(model, shape, first_experience)
+    settings = ctx.cache[SETTINGS_CACHE_KEY]
+    plain = _PlainMaskedMLP(model, ctx.masks, task=0).double().eval()
+    fast = IMPORTANCE_TYPES[name].function(ctx)
+    oracle = _captum_on_plain_model(name, plain, ctx.inputs.clone(), ctx.targets, settings)
+    _assert_equal_per_unit(fast, oracle, model)
