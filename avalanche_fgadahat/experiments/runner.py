@@ -189,7 +189,8 @@ def run_one(
     started = time.perf_counter()
     with open(log_path, "w") as log_file, warnings.catch_warnings():
         # The loop evaluates the whole test stream, future tasks included, by design: their
-        # (chance-level) numbers fill the matrix's upper triangle and enter no summary measure.
+        # numbers (an untrained head's, not necessarily chance level) fill the matrix's upper
+        # triangle and enter no summary measure.
         warnings.simplefilter("ignore", UntrainedTaskWarning)
         evaluator = make_evaluator(
             device=settings.device, hat_family=strategy.spec.family == "hat", loggers=[TextLogger(log_file)]
