@@ -94,13 +94,17 @@ _PHASE_PROBLEMS = {
 }
 
 
+def _not_between_experiences(plugin: HATPlugin) -> str | None:
+    """Why a checkpoint of ``plugin`` now would not hold whole tasks, or ``None``."""
+    return _PHASE_PROBLEMS.get(plugin.phase)
+
+
 def save_checkpoint(strategy: Any, fname: str | os.PathLike, exclude: Collection[str] | None = None) -> None:
     """Avalanche's ``save_checkpoint``, written atomically; call it between experiences."""
-    plugin = _hat_plugin(strategy, "the strategy")
-    phase = plugin.phase if plugin._experience_start is None else ExperiencePhase.TRAINING
-    if phase is not ExperiencePhase.IDLE:
+    problem = _not_between_experiences(_hat_plugin(strategy, "the strategy"))
+    if problem is not None:
         raise ValueError(
-            f"save_checkpoint was called {_PHASE_PROBLEMS[phase]}; a checkpoint must hold whole "
+            f"save_checkpoint was called {problem}; a checkpoint must hold whole "
             "tasks: call it after strategy.train(experience) has returned (or from an "
             "after_training callback)"
         )
@@ -119,10 +123,10 @@ def _check_compatible(strategy: Any, loaded: Any, fname: str) -> None:
     """Raise ``ValueError`` if the checkpoint's algorithm or model differs from ``strategy``'s."""
     mine = _hat_plugin(strategy, "the strategy")
     theirs = _hat_plugin(loaded, f"the checkpoint {fname!r}")
-    phase = theirs.phase if theirs._experience_start is None else ExperiencePhase.TRAINING
-    if phase is not ExperiencePhase.IDLE:
+    problem = _not_between_experiences(theirs)
+    if problem is not None:
         raise ValueError(
-            f"checkpoint {fname!r} is inconsistent: it was written {_PHASE_PROBLEMS[phase]}, not "
+            f"checkpoint {fname!r} is inconsistent: it was written {problem}, not "
             "between experiences (e.g. by Avalanche's own save_checkpoint). Resuming it would "
             "retrain or skip a task: delete it and resume from an earlier checkpoint, or start "
             "afresh"

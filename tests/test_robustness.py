@@ -50,6 +50,17 @@ def _same_state(before, model, ignore=frozenset()) -> bool:
     )
 
 
+class _RecordStarts(SupervisedPlugin):
+    """Placed first: the model's state at the start of every training experience."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.starts: list[dict[str, torch.Tensor]] = []
+
+    def before_training_exp(self, strategy, **kwargs):
+        self.starts.append(_state(strategy.model))
+
+
 @pytest.fixture(scope="module")
 def digits2():
     """Two real tasks of five classes each (the first task has more than two classes)."""
@@ -357,13 +368,9 @@ def test_replay_is_refused_naming_the_plugin_and_the_model_left_as_it_was(digits
     else:
         strategy = Naive(model=model, optimizer=optimizer, plugins=[HATPlugin(), replay], **kwargs)
     strategy.train(digits5.train_stream[0])
-    starts = []
-
-    class Record(SupervisedPlugin):
-        def before_training_exp(self, strategy, **kwargs):
-            starts.append(_state(strategy.model))
-
-    strategy.plugins.insert(0, Record())
+    recorder = _RecordStarts()
+    strategy.plugins.insert(0, recorder)
+    starts = recorder.starts
     with pytest.raises(ValueError, match=r"found \[0, 1\] at iteration 0.*here: ReplayPlugin.*rolled back"):
         strategy.train(digits5.train_stream[1])
     assert _same_state(starts[0], model)
@@ -387,13 +394,9 @@ def test_plain_template_rolls_back_an_error_raised_outside_the_plugin_at_the_nex
     strategy = Naive(model=model, optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
                      plugins=[HATPlugin(), boom], train_mb_size=32, evaluator=_quiet())
     strategy.train(digits5.train_stream[0])
-    starts = []
-
-    class Record(SupervisedPlugin):
-        def before_training_exp(self, strategy, **kwargs):
-            starts.append(_state(strategy.model))
-
-    strategy.plugins.insert(0, Record())
+    recorder = _RecordStarts()
+    strategy.plugins.insert(0, recorder)
+    starts = recorder.starts
     boom.armed = True
     with pytest.raises(RuntimeError, match="user code failed"):
         strategy.train(digits5.train_stream[1])

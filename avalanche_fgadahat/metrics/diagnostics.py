@@ -19,26 +19,16 @@ Place the evaluation plugin after the HAT-family plugin (the strategies do).
 from __future__ import annotations
 
 from avalanche.evaluation import PluginMetric
-from avalanche.evaluation.metric_results import MetricResult, MetricValue
 from avalanche.evaluation.metric_utils import get_metric_name
 
 from ..plugins.checks import find_hat_plugin
+from ._experience_metric import ExperienceValuesMetric
 
 
-class LearningDiagnosticsMetric(PluginMetric[dict]):
+class LearningDiagnosticsMetric(ExperienceValuesMetric):
     """Emits the last :class:`ExperienceReport` after every training experience."""
 
-    def __init__(self) -> None:
-        super().__init__()
-        self._values: dict[str, float] = {}
-
-    def reset(self) -> None:
-        self._values = {}
-
-    def result(self) -> dict[str, float]:
-        return dict(self._values)
-
-    def after_training_exp(self, strategy) -> MetricResult:
+    def compute(self, strategy) -> dict[str, float] | None:
         report = find_hat_plugin(strategy).last_report
         if report is None:
             return None
@@ -49,18 +39,15 @@ class LearningDiagnosticsMetric(PluginMetric[dict]):
             "Warnings": float(len(report.warnings)),
         }
         values.update({f"TrainableUsed/{layer}": v for layer, v in report.trainable_used.items()})
-        self._values = values
-        x = strategy.clock.train_iterations
-        results = []
-        for key, value in values.items():
-            label, _, layer = key.partition("/")
-            self._label = f"HATDiag_{label}_Exp"
-            name = get_metric_name(self, strategy, add_experience=True, add_task=True)
-            results.append(MetricValue(self, name + (f"/{layer}" if layer else ""), value, x))
-        return results
+        return values
+
+    def metric_name(self, strategy, key: str) -> str:
+        label, _, layer = key.partition("/")
+        base = get_metric_name(f"HATDiag_{label}_Exp", strategy, add_experience=True, add_task=True)
+        return base + (f"/{layer}" if layer else "")
 
     def __str__(self) -> str:
-        return getattr(self, "_label", "HATDiag_Exp")
+        return "HATDiag_Exp"
 
 
 def hat_diagnostic_metrics() -> list[PluginMetric]:

@@ -29,6 +29,7 @@ from .._validation import check_number
 from ..figures import plot_masks, render_figure
 from ..models.base import HATBackbone
 from ..plugins.checks import unwrap_hat_model
+from ._experience_metric import ExperienceValuesMetric
 from .._validation import check_flags
 
 
@@ -57,23 +58,11 @@ def _committed_model(strategy) -> HATBackbone:
     return model
 
 
-class MaskUsage(PluginMetric[dict]):
+class MaskUsage(ExperienceValuesMetric):
     """Per-task and cumulative unit usage of every unit group (see module doc)."""
 
-    def __init__(self) -> None:
-        super().__init__()
-        self._values: dict[str, float] = {}
-
-    def reset(self) -> None:
-        self._values = {}
-
-    def result(self) -> dict[str, float]:
-        return dict(self._values)
-
-    def after_training_exp(self, strategy) -> MetricResult:
-        self._values = mask_usage(_committed_model(strategy))
-        x = strategy.clock.train_iterations
-        return [MetricValue(self, f"{self}/{name}", value, x) for name, value in self._values.items()]
+    def compute(self, strategy) -> dict[str, float]:
+        return mask_usage(_committed_model(strategy))
 
     def __str__(self) -> str:
         return "MaskUsage"
