@@ -1,5 +1,14 @@
 """avalanche-fgadahat: HAT, AdaHAT and FG-AdaHAT for Avalanche."""
 
+import warnings as _warnings
+
+# Avalanche's import of ``qpsolvers`` (for its GEM strategy, which this package does not use)
+# warns "no QP solver found" on every run where no solver is installed. The filter holds only
+# while this package imports Avalanche; the global warning filters are left as they were.
+with _warnings.catch_warnings():
+    _warnings.filterwarnings("ignore", message="no QP solver", category=UserWarning)
+    import avalanche.training  # noqa: F401
+
 from .plugins import AdaHATPlugin, FGAdaHATPlugin, HATPlugin
 from .strategies import HAT, AdaHAT, FGAdaHAT
 

@@ -57,6 +57,39 @@ def split_digits(
     )
 
 
+def permuted_digits(n_experiences: int = 10, *, test_fraction: float = 0.3, seed: int = 0):
+    """Task-incremental Permuted Digits: every task is all 10 digit classes under its own
+    fixed permutation of the 64 pixels (the Permuted MNIST protocol on the embedded
+    scikit-learn digits, no download).
+
+    The stratified train/test split is fixed (``random_state=0``, as :func:`split_digits`);
+    the permutations come from ``np.random.RandomState(seed)``, one ``permutation(64)`` per
+    task in task order (as Avalanche's ``PermutedMNIST`` draws them), so the seed varies
+    the tasks. Pixels are scaled to [0, 1]; task labels 0..n−1; classes 0..9 in every task.
+    """
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    check_number("n_experiences", n_experiences, minimum=1, integer=True)
+    check_number("test_fraction", test_fraction, minimum=0.0, maximum=1.0, strict_minimum=True)
+    digits = load_digits()
+    x = torch.tensor(digits.data / 16.0, dtype=torch.float32)
+    y = torch.tensor(digits.target, dtype=torch.long)
+    train_idx, test_idx = train_test_split(
+        np.arange(len(y)), test_size=test_fraction, random_state=0, stratify=digits.target
+    )
+    rng = np.random.RandomState(seed)
+    train, test = [], []
+    for _ in range(n_experiences):
+        permutation = torch.from_numpy(rng.permutation(64)).type(torch.int64)
+        for indices, out in ((train_idx, train), (test_idx, test)):
+            idx = torch.as_tensor(indices)
+            out.append((x[idx][:, permutation], y[idx]))
+    return tensors_benchmark(
+        train_tensors=train, test_tensors=test, task_labels=list(range(n_experiences))
+    )
+
+
 #: Avalanche's MNIST normalisation (``cmnist._default_mnist_train_transform``).
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
 

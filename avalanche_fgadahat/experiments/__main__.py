@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from .presets import PRESETS
-from .report import matrices_text, write_plots, write_tables
+from .report import TABLE_LEGEND, matrices_text, write_plots, write_tables
 from .runner import run_sweep
 from .settings import SETTINGS_SOURCES, STRATEGY_SETTINGS
 from .strategies import STRATEGIES, overrides_for, parse_overrides, resolve_strategy
@@ -57,7 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="override a strategy setting, e.g. --set ewc.ewc_lambda=100 (repeatable)")
     parser.add_argument("--force", action="store_true", help="rerun runs already complete in --out")
     parser.add_argument("--quiet", action="store_true", help="print only the final table")
-    parser.add_argument("--list", action="store_true", help="print presets and strategy settings, then exit")
+    parser.add_argument("--list", action="store_true",
+                        help="print presets, FG-AdaHAT importance names and strategy settings, then exit")
     return parser
 
 
@@ -70,11 +71,27 @@ def _list() -> None:
         print(f"      source: {preset.reference}")
         if preset.data_note:
             print(f"      note: {preset.data_note}")
+    _list_importances()
     print("Strategies (settings; source):")
     for name, settings in STRATEGY_SETTINGS.items():
         label = "fgadahat:<importance>" if name == "fgadahat" else name
         print(f"  {label}: {json.dumps(dict(settings))}")
         print(f"      {SETTINGS_SOURCES[name]}")
+
+
+def _list_importances() -> None:
+    """The names ``fgadahat:<importance>`` accepts: full name, or its short name (any case)."""
+    from ..importance import IMPORTANCE_TYPES
+
+    print("FG-AdaHAT importances (fgadahat:<name or short name>, any case; docs/importance.md):")
+    counts: dict[str, int] = {}
+    for itype in IMPORTANCE_TYPES.values():
+        counts[itype.short_name.lower()] = counts.get(itype.short_name.lower(), 0) + 1
+    for itype in IMPORTANCE_TYPES.values():
+        short = itype.short_name.lower()
+        usable = counts[short] == 1 and " " not in short
+        cost = "in the training step" if itype.extra_passes == "none" else "extra forward/backward passes"
+        print(f"  {short if usable else '-':<9} {itype.name:<52} ({cost})")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -118,6 +135,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(matrices, end="")
     print()
     print(table)
+    print(TABLE_LEGEND)
     log(f"tables: {md_path}, {csv_path}; plots: {', '.join(str(p) for p in plots)}")
     return 0
 

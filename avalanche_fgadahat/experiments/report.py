@@ -41,6 +41,16 @@ COLUMNS: dict[str, tuple[str, Any, float, int]] = {
 }
 
 
+#: one line of definitions, printed under the terminal table and written under results.md
+TABLE_LEGEND = (
+    "ACC: mean accuracy over all tasks after the last one. BWT: mean change of each earlier task "
+    "from just after learning it to the end (negative = forgotten). Forgetting: mean drop from "
+    "each earlier task's best accuracy to its final one (negative = it improved later). Capacity: "
+    "HAT family only, mean gradient-adjustment rate over the masked layers while training the "
+    "last task, mean over its steps (1 = every parameter free, 0 = all frozen). Mean ± std over seeds."
+)
+
+
 def group_by_strategy(records: Sequence[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
     groups: dict[str, list[dict[str, Any]]] = {}
     for record in records:
@@ -86,12 +96,7 @@ def write_tables(records: Sequence[dict[str, Any]], out: Path, title: str = "") 
     rows = summary_rows(records)
     table = markdown_table(rows)
     md_path, csv_path = out / "results.md", out / "results.csv"
-    notes = (
-        "\nACC: mean accuracy over all tasks after the last one; BWT: mean change of each earlier "
-        "task from just after learning it to the end; Forgetting: mean drop from each earlier "
-        "task's best accuracy to its final one; Capacity: HAT-family mean gradient-adjustment "
-        "rate while training the last task, mean over its steps (1 = all parameters free). Mean ± std over seeds.\n"
-    )
+    notes = f"\n{TABLE_LEGEND}\n"
     matrices = matrices_text(records)
     matrices = f"\n## Accuracy matrices\n\n```\n{matrices}```\n" if matrices else ""
     md_path.write_text((f"# {title}\n\n" if title else "") + table + notes + matrices)

@@ -17,6 +17,7 @@ After storing a task's mask, the plugin computes an :class:`ExperienceReport` an
   embeddings barely moved (measured on the digits, 128-128 MLP: 24 Adam steps per task at
   lr 1e-3 give a mean shift of 0.008 and 0.65 % changed bits, and some tasks at chance;
   320 steps give 0.046 and 2.3 %, and every task learned — ``docs/diagnostics.md``);
+
 and, for rules that freeze used parameters outright (``adjustment_mode="hat"``; AdaHAT's and
 FG-AdaHAT's soft rates still train them, so the two numbers are only reported):
 
