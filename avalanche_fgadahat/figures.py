@@ -5,7 +5,8 @@
 
 * left: the stored binary mask ``m^t = 1[e^t > 0]`` of each trained task (one row per task
   label, in training order) and, in the last row, the cumulative mask ``M = max_t m^t``
-  (HAT's union: the units no later task may change);
+  (HAT's union: the units no later task may change); black = 1 (unit in the mask),
+  white = 0, as the figure's title says;
 * right: the summative mask ``S = Σ_t m^t`` (AdaHAT's count of tasks using each unit),
   coloured from 0 to the number of trained tasks.
 
@@ -75,7 +76,11 @@ def plot_masks(model: Any, *, width: float = 11.0, dpi: int = 100) -> Figure:
         if row == len(groups) - 1:
             left.set_xlabel("unit", fontsize=8)
             right.set_xlabel("unit", fontsize=8)
-    figure.suptitle(f"HAT masks after {len(tasks)} trained task(s)", fontsize=10)
+    figure.suptitle(
+        f"HAT masks after {len(tasks)} trained task(s). Left: black = unit in the mask (1), white = "
+        "not (0); one row per task, below the red line their union M. Right: how many tasks use each unit",
+        fontsize=9,
+    )
     return figure
 
 

@@ -1,9 +1,9 @@
 """Command line of the experiments (``python -m avalanche_fgadahat.experiments``).
 
-Example (the README's main job, about a minute on two CPU cores)::
+Example (the README's main job, about two minutes on two CPU cores)::
 
-    python -m avalanche_fgadahat.experiments --benchmark digits \\
-        --strategies fgadahat:icu adahat hat naive ewc --seeds 1 --out results/digits
+    python -m avalanche_fgadahat.experiments --benchmark pdigits \\
+        --strategies fgadahat:icu adahat hat naive ewc --seeds 1 2 --out results/pdigits
 """
 
 from __future__ import annotations
@@ -31,7 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Benchmark FG-AdaHAT, AdaHAT and HAT against Avalanche's baselines. Presets set "
         "the protocol; every option below overrides it.",
     )
-    parser.add_argument("--benchmark", default="digits", choices=sorted(PRESETS), help="preset (default: digits)")
+    parser.add_argument("--benchmark", default="pdigits", choices=sorted(PRESETS),
+                        help="preset (default: pdigits, the README's main job); --list describes them")
     parser.add_argument("--strategies", nargs="+", default=list(DEFAULT_STRATEGIES), metavar="NAME",
                         help=f"strategies: {', '.join(STRATEGIES)}, fgadahat:<importance> "
                         f"(default: {' '.join(DEFAULT_STRATEGIES)})")

@@ -142,7 +142,15 @@ def _mean_curve(curves: Sequence[Sequence[float]]) -> tuple[list[float], list[fl
 
 
 def write_plots(records: Sequence[dict[str, Any]], out: Path) -> list[Path]:
-    """Accuracy-matrix heat maps (one per strategy), ACC after each task, capacity."""
+    """Accuracy-matrix heat maps (one per strategy), ACC after each task, capacity.
+
+    Every series has its own colour, marker and line style, and the series are dodged
+    sideways by a few hundredths of a task, so equal curves (HAT and FG-AdaHAT on an easy
+    benchmark) stay visible side by side. Axes are not zoomed: accuracy runs 0–100 %,
+    capacity 0–1. Multi-seed bands are ±1 standard deviation and say so in the legend.
+    The heat maps of one sweep share one colour scale, from the lowest accuracy any of them
+    shows (rounded down to 10 %) to 100 %, so their colours compare.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -152,85 +160,140 @@ def write_plots(records: Sequence[dict[str, Any]], out: Path) -> list[Path]:
     plots.mkdir(parents=True, exist_ok=True)
     written = []
     groups = group_by_strategy(records)
+    mean_matrices = {}
     for strategy, group in groups.items():
         matrices = [r["metrics"]["accuracy_matrix"] for r in group]
-        rows = [_mean_curve([m[i] for m in matrices])[0] for i in range(len(matrices[0]))]
-        written.append(_heatmap(plt, rows, strategy, len(group), plots))
+        mean_matrices[strategy] = [_mean_curve([m[i] for m in matrices])[0] for i in range(len(matrices[0]))]
+    floor = _colour_floor(mean_matrices.values())
+    for strategy, rows in mean_matrices.items():
+        written.append(_heatmap(plt, rows, strategy, len(groups[strategy]), plots, floor))
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    ax.set_prop_cycle(_style_cycle(plt, len(groups)))
-    for strategy, group in groups.items():
+    seeds = max(len(group) for group in groups.values())
+    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    styles = _series_styles(len(groups))
+    for (strategy, group), style in zip(groups.items(), styles):
         curves = [r["metrics"]["acc_after_each_task"] for r in group]
         if curves[0] is None:  # joint training: one final value
             acc = 100 * mean_std([r["metrics"]["acc"] for r in group])[0]
-            ax.axhline(acc, linestyle="--", color="grey", label=f"{strategy} (final)")
+            ax.axhline(acc, linestyle=(0, (6, 3)), color="grey", label=f"{strategy} (trained once on all tasks)")
             continue
         means, stds = _mean_curve(curves)
-        tasks = range(1, len(means) + 1)
-        ax.plot(tasks, [100 * m for m in means], marker="o", label=strategy)
-        ax.fill_between(tasks, [100 * (m - s) for m, s in zip(means, stds)],
-                        [100 * (m + s) for m, s in zip(means, stds)], alpha=0.2)
-    ax.set(xlabel="tasks learned", ylabel="ACC over tasks learned (%)", title="ACC after each task")
+        tasks = [t + style["dodge"] for t in range(1, len(means) + 1)]
+        ax.plot(tasks, [100 * m for m in means], label=f"{strategy} ({len(group)} seed(s))", **style["line"])
+        if len(group) > 1:
+            ax.fill_between(tasks, [100 * (m - s) for m, s in zip(means, stds)],
+                            [100 * (m + s) for m, s in zip(means, stds)], alpha=0.12, color=style["line"]["color"])
+    if seeds > 1:
+        from matplotlib.patches import Patch
+
+        handles, labels = ax.get_legend_handles_labels()
+        handles.append(Patch(facecolor="grey", alpha=0.25))
+        labels.append("shaded: ±1 std over seeds")
+        ax.legend(handles, labels, fontsize=8, loc="lower left")
+    else:
+        ax.legend(fontsize=8, loc="lower left")
+    ax.set(xlabel="tasks learned", ylabel="ACC: mean accuracy over the tasks learned (%)",
+           title="Average accuracy after each task", ylim=(0, 101))
     ax.xaxis.get_major_locator().set_params(integer=True)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
     written.append(_save(fig, plots / "acc_after_each_task.png", plt))
 
     with_capacity = {s: g for s, g in groups.items() if g[0]["metrics"]["capacity_per_task"]}
     if with_capacity:
-        fig, ax = plt.subplots(figsize=(7, 4.5))
-        ax.set_prop_cycle(_style_cycle(plt, len(with_capacity)))
+        fig, ax = plt.subplots(figsize=(7.5, 4.8))
+        for (strategy, group), style in zip(with_capacity.items(), _series_styles(len(with_capacity))):
+            means, _ = _mean_curve([r["metrics"]["capacity_per_task"] for r in group])
+            tasks = [t + style["dodge"] for t in range(1, len(means) + 1)]
+            ax.plot(tasks, means, label=f"{strategy} ({len(group)} seed(s))", **style["line"])
+        ax.set(xlabel="task being trained", ylabel="network capacity", ylim=(-0.02, 1.02),
+               title="Network capacity while training each task (mean over its steps and the seeds)")
         ax.xaxis.get_major_locator().set_params(integer=True)
-        for strategy, group in with_capacity.items():
-            means, stds = _mean_curve([r["metrics"]["capacity_per_task"] for r in group])
-            ax.plot(range(1, len(means) + 1), means, marker="o", label=strategy)
-        ax.set(xlabel="task", ylabel="network capacity", ylim=(-0.02, 1.02),
-               title="Network capacity while training each task")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-        written.append(_save(fig, plots / "capacity.png", plt))
+        fig.text(0.01, 0.01, "network capacity = mean gradient-adjustment rate over the masked layers' "
+                 "parameters:\n1 = every parameter trains freely, 0 = all frozen (AdaHAT paper, Sec. 4.3)",
+                 fontsize=7.5, color="dimgrey")
+        fig.tight_layout(rect=(0, 0.07, 1, 1))
+        written.append(_save(fig, plots / "capacity.png", plt, layout=False))
     return written
 
 
-def _heatmap(plt, rows: list[list[float]], strategy: str, n_seeds: int, folder: Path) -> Path:
+def _colour_floor(matrices) -> float:
+    """The heat maps' common lower colour limit: the lowest trained-task accuracy shown,
+    rounded down to 10 % (0 at worst)."""
+    lowest = 100.0
+    for rows in matrices:
+        square = len(rows) == len(rows[0])
+        for i, row in enumerate(rows):
+            for j, value in enumerate(row):
+                if not (square and j > i):
+                    lowest = min(lowest, 100 * value)
+    return max(0.0, 10 * (lowest // 10))
+
+
+def _heatmap(plt, rows: list[list[float]], strategy: str, n_seeds: int, folder: Path, floor: float = 0.0) -> Path:
     """Rows = after training task i, columns = evaluated task j. In a square (sequential)
-    matrix the cells j > i are tasks not trained yet: left blank."""
+    matrix the cells j > i are tasks not trained yet: left blank (grey)."""
     tasks = len(rows[0])
     square = len(rows) == tasks
     shown = [[float("nan") if square and j > i else 100 * v for j, v in enumerate(row)]
              for i, row in enumerate(rows)]
-    fig, ax = plt.subplots(figsize=(2.4 + 0.42 * tasks, 1.6 + 0.42 * len(rows)))
-    image = ax.imshow(shown, vmin=0, vmax=100, cmap="viridis")
+    fig, ax = plt.subplots(figsize=(2.8 + 0.42 * tasks, 1.8 + 0.42 * len(rows)))
+    cmap = plt.get_cmap("viridis").copy()
+    cmap.set_bad("#eeeeee")
+    image = ax.imshow(shown, vmin=floor, vmax=100, cmap=cmap)
     if tasks <= 12:
+        middle = floor + 0.55 * (100 - floor)
         for i, row in enumerate(shown):
             for j, value in enumerate(row):
                 if value == value:
                     ax.text(j, i, f"{value:.0f}", ha="center", va="center", fontsize=7,
-                            color="white" if value < 60 else "black")
+                            color="white" if value < middle else "black")
     ax.set_xticks(range(tasks), [str(j + 1) for j in range(tasks)])
     ax.set_yticks(range(len(rows)), ["all"] if not square else [str(i + 1) for i in range(len(rows))])
     ax.set_xlabel("evaluated task")
     ax.set_ylabel("after training task" if square else "after joint training")
-    ax.set_title(f"{strategy}: accuracy (%)\nmean of {n_seeds} seed(s)", fontsize=9)
-    fig.colorbar(image, ax=ax, fraction=0.046)
+    ax.set_title(f"{strategy}: accuracy (%), mean of {n_seeds} seed(s)\n"
+                 "grey: task not trained yet", fontsize=9)
+    bar = fig.colorbar(image, ax=ax, fraction=0.046)
+    bar.set_label(f"accuracy (%), scale {floor:.0f}–100", fontsize=8)
     stem = strategy.replace(":", "-")
     return _save(fig, folder / f"acc_matrix_{stem}.png", plt)
 
 
-def _style_cycle(plt, n: int):
-    """Distinct colour and line style for up to 40 curves (tab10 repeats after 10)."""
-    from cycler import cycler
+_MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*", "<", ">"]
+_LINESTYLES = ["-", "--", "-.", ":"]
 
-    colors = plt.get_cmap("tab10").colors
-    styles = ["-", "--", "-.", ":"]
+
+def _series_styles(n: int) -> list[dict[str, Any]]:
+    """Per series: colour (tab10), marker, line style (all three change together, so no two
+    of up to 40 series look alike), hollow markers every other series, and a sideways dodge
+    of up to ±0.15 task so that equal curves do not hide each other."""
+    import matplotlib
+
+    colors = matplotlib.colormaps["tab10"].colors
     count = max(n, 1)
-    return cycler(color=[colors[i % 10] for i in range(count)]) + cycler(
-        linestyle=[styles[(i // 10) % 4] for i in range(count)]
-    )
+    width = 0.3 if count > 1 else 0.0
+    styles = []
+    for i in range(count):
+        color = colors[i % 10]
+        styles.append({
+            "dodge": (i / (count - 1) - 0.5) * width if count > 1 else 0.0,
+            "line": {
+                "color": color,
+                "marker": _MARKERS[i % len(_MARKERS)],
+                "linestyle": _LINESTYLES[(i + i // 10) % len(_LINESTYLES)],
+                "markersize": 6,
+                "markerfacecolor": "none" if i % 2 else color,
+                "linewidth": 1.6,
+            },
+        })
+    return styles
 
 
-def _save(fig, path: Path, plt) -> Path:
-    fig.tight_layout()
+def _save(fig, path: Path, plt, layout: bool = True) -> Path:
+    if layout:
+        fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
