@@ -2,8 +2,7 @@
 
 A plain Avalanche script: the benchmark, the evaluation plugin and the loggers are Avalanche's own.
 
-    python examples/avalanche_mnist.py --benchmark pmnist --strategy hat --n-experiences 10 \
-        --data-root ../shared/data
+    python examples/avalanche_mnist.py --benchmark pmnist --strategy hat --data-root ../shared/data
 
 Avalanche's ``PermutedMNIST`` permutes every image on every access (about 25 s per epoch on two
 CPU cores); ``--fast-data`` builds the identical permuted tensors once instead.
@@ -56,8 +55,8 @@ def main() -> None:
     parser.add_argument("--strategy", choices=["hat", "adahat", "fgadahat"], default="hat",
                         help="the HAT-family method (default: %(default)s)")
     parser.add_argument("--importance-type", default="input_weight_abs_sum_x_activation_abs",
-                        help="FG-AdaHAT's neuron importance, a name or short name of docs/importance.md, "
-                        "e.g. icu, ig (default: %(default)s = ICU)")
+                        help="FG-AdaHAT's neuron importance: one of the 23 names in docs/importance.md, e.g. "
+                        "input_weight_gradient_abs_sum (IG) (default: %(default)s, the paper's ICU)")
     parser.add_argument("--n-experiences", type=int, default=10,
                         help="number of Permuted MNIST tasks (Split MNIST always has 5; default: %(default)s)")
     parser.add_argument("--epochs", type=int, default=2, help="epochs per task (default: %(default)s)")

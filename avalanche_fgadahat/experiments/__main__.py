@@ -3,7 +3,7 @@
 Example (the README's main job, about two minutes on two CPU cores)::
 
     python -m avalanche_fgadahat.experiments --benchmark pdigits \\
-        --strategies fgadahat:icu adahat hat naive ewc --seeds 1 2 --out results/pdigits
+        --strategies fgadahat:icu adahat hat naive ewc --seeds 1 2 3 --out results/pdigits
 """
 
 from __future__ import annotations
