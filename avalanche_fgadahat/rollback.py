@@ -27,6 +27,7 @@ class ModelSnapshot:
         self._tensors = {name: tensor.detach().to("cpu", copy=True) for name, tensor in named}
 
     def names(self) -> list[str]:
+        """The parameter and buffer names copied."""
         return list(self._tensors)
 
     @torch.no_grad()

@@ -52,6 +52,7 @@ TABLE_LEGEND = (
 
 
 def group_by_strategy(records: Sequence[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """``{strategy label: its records}``, in the records' order."""
     groups: dict[str, list[dict[str, Any]]] = {}
     for record in records:
         groups.setdefault(record["strategy"], []).append(record)

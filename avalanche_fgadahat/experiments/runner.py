@@ -77,10 +77,12 @@ def _git_commit() -> str | None:
 
 
 def run_path(out: Path, strategy: ResolvedStrategy, seed: int) -> Path:
+    """Where the run's JSON record goes: ``<out>/runs/<strategy>__seed<k>.json``."""
     return Path(out) / "runs" / f"{strategy.file_stem}__seed{seed}.json"
 
 
 def run_config(settings: ExperimentSettings, strategy: ResolvedStrategy, seed: int) -> dict[str, Any]:
+    """The settings that define a run (stored in its record, compared on resume)."""
     return {"experiment": settings.to_dict(), "strategy": strategy.config(), "seed": seed}
 
 

@@ -175,9 +175,11 @@ class ForwardStructure:
     inplace_relu: bool = False
 
     def call_counts(self) -> Counter:
+        """How many times the forward calls each leaf module (by ``id``)."""
         return Counter(id(module) for module in self.leaf_calls)
 
     def distinct_leaves(self) -> list[nn.Module]:
+        """The leaf modules the forward calls, each once, in first-call order."""
         seen: dict[int, nn.Module] = {}
         for module in self.leaf_calls:
             seen.setdefault(id(module), module)
@@ -388,6 +390,7 @@ class TaskForward(nn.Module):
         return func(*args, **kwargs)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits ``(B, classes)`` of the bound task for inputs ``x`` (see the class doc)."""
         if self.nonlinearity == "plain":
             return self._forward(x)
         overrides = self._overrides()

@@ -34,6 +34,7 @@ from .wiring import WeightTransform, sum_input_weights, sum_output_weights
 
 
 def weight_abs(param: nn.Parameter) -> torch.Tensor:
+    """``|W|`` of a parameter (detached, same shape)."""
     return param.detach().abs()
 
 
@@ -44,10 +45,12 @@ def gradient(param: nn.Parameter) -> torch.Tensor:
 
 
 def gradient_abs(param: nn.Parameter) -> torch.Tensor:
+    """``|∂L/∂W|`` of the step (same shape as the parameter)."""
     return gradient(param).abs()
 
 
 def gradient_square(param: nn.Parameter) -> torch.Tensor:
+    """``(∂L/∂W)²`` of the step (same shape as the parameter)."""
     return gradient(param).square()
 
 

@@ -42,18 +42,22 @@ class ParamLayout:
 
     @property
     def weight(self) -> nn.Parameter:
+        """The layer's weight ``(out, in, *kernel)``."""
         return self.module.weight
 
     @property
     def bias(self) -> nn.Parameter | None:
+        """The layer's bias ``(out,)``, or ``None``."""
         return self.module.bias
 
     @property
     def num_outputs(self) -> int:
+        """Output units (channels): the rows of the weight, one mask entry each."""
         return self.module.weight.shape[0]
 
     @property
     def num_input_positions(self) -> int:
+        """Columns of the weight: input units times ``in_repeat`` after a flatten."""
         return self.module.weight.shape[1]
 
     def weight_by_input_unit(self, tensor):

@@ -16,18 +16,23 @@ class ExperienceValuesMetric(PluginMetric[dict]):
         self._values: dict[str, float] = {}
 
     def reset(self) -> None:
+        """Forget the last values."""
         self._values = {}
 
     def result(self) -> dict[str, float]:
+        """The values emitted after the last training experience."""
         return dict(self._values)
 
     def compute(self, strategy) -> dict[str, float] | None:
+        """``{key: value}`` for the experience just trained, or ``None``."""
         raise NotImplementedError
 
     def metric_name(self, strategy, key: str) -> str:
+        """The full metric name of ``key`` (default ``"<metric>/<key>"``)."""
         return f"{self}/{key}"
 
     def after_training_exp(self, strategy) -> MetricResult:
+        """Emit :meth:`compute`'s values."""
         values = self.compute(strategy)
         if values is None:
             return None

@@ -73,15 +73,19 @@ class StreamNetworkCapacity(PluginMetric[float]):
         self._value: float | None = None
 
     def reset(self) -> None:
+        """Forget the last value."""
         self._value = None
 
     def result(self) -> float | None:
+        """The capacity emitted by the last ``strategy.eval`` (in [0, 1])."""
         return self._value
 
     def before_eval(self, strategy) -> None:
+        """Start of ``strategy.eval``: forget the previous value."""
         self.reset()
 
     def after_eval(self, strategy) -> MetricResult:
+        """Emit :meth:`HATPlugin.network_capacity` of the strategy's HAT-family plugin."""
         self._value = find_hat_plugin(strategy).network_capacity()
         name = get_metric_name(self, strategy, add_experience=False, add_task=False)
         return [MetricValue(self, name, self._value, strategy.clock.train_iterations)]

@@ -90,6 +90,7 @@ class MetricsCSVLogger(BaseLogger):
             self._file.flush()
 
     def close(self) -> None:
+        """Close the CSV file (Avalanche calls it at the end; reopened for appending on load)."""
         self._file.close()
 
     # Avalanche checkpoints pickle the loggers: keep the path, reopen for appending.

@@ -29,6 +29,7 @@ class LearningDiagnosticsMetric(ExperienceValuesMetric):
     """Emits the last :class:`ExperienceReport` after every training experience."""
 
     def compute(self, strategy) -> dict[str, float] | None:
+        """The numbers of the plugin's ``last_report`` (``None`` before any experience)."""
         report = find_hat_plugin(strategy).last_report
         if report is None:
             return None
@@ -42,6 +43,7 @@ class LearningDiagnosticsMetric(ExperienceValuesMetric):
         return values
 
     def metric_name(self, strategy, key: str) -> str:
+        """``HATDiag_<Name>_Exp/<phase>/<stream>/TaskNNN/ExpNNN[/<layer>]``."""
         label, _, layer = key.partition("/")
         base = get_metric_name(f"HATDiag_{label}_Exp", strategy, add_experience=True, add_task=True)
         return base + (f"/{layer}" if layer else "")

@@ -62,6 +62,7 @@ class MaskUsage(ExperienceValuesMetric):
     """Per-task and cumulative unit usage of every unit group (see module doc)."""
 
     def compute(self, strategy) -> dict[str, float]:
+        """:func:`mask_usage` of the strategy's model, after the task's mask is stored."""
         return mask_usage(_committed_model(strategy))
 
     def __str__(self) -> str:
@@ -80,12 +81,15 @@ class MaskFigure(PluginMetric[TensorImage]):
         self._image: TensorImage | None = None
 
     def reset(self) -> None:
+        """Forget the last image."""
         self._image = None
 
     def result(self) -> TensorImage | None:
+        """The last image (``None`` before the first experience ends)."""
         return self._image
 
     def after_training_exp(self, strategy) -> MetricResult:
+        """Render the mask figure once the experience's mask is stored."""
         figure = plot_masks(_committed_model(strategy), dpi=self.dpi)
         self._image = TensorImage(render_figure(figure))
         name = get_metric_name(self, strategy, add_experience=False, add_task=False)

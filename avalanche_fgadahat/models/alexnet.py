@@ -68,6 +68,8 @@ class HATAlexNet(HATBackbone):
         self._finish_init(layouts, fan_in, sizes)
 
     def forward_features(self, x: torch.Tensor, masks: Mapping[str, torch.Tensor], task: int) -> torch.Tensor:
+        """``x`` ``(B, C, H, W)`` → per conv ``pool(relu(conv(h) · m))`` (with dropout), flatten,
+        per linear ``relu(fc(h) · m)`` → ``(B, fc_sizes[-1])``."""
         h = x
         for index, conv in enumerate(self.convs):
             key = f"conv{index}"

@@ -131,6 +131,7 @@ class HATBackbone(MultiTaskModule):
         return sorted(trained, key=lambda task: positions[task])
 
     def is_trained(self, task: int) -> bool:
+        """Whether ``task`` (a task label) has a stored mask."""
         positions = self.task_positions
         return 0 <= task < positions.shape[0] and bool(positions[task] > 0)
 
@@ -169,6 +170,8 @@ class HATBackbone(MultiTaskModule):
         return {k: s.summative for k, s in self.unit_state.items()}
 
     def stored_masks(self, task: int) -> dict[str, torch.Tensor]:
+        """``{unit group: m^t}``: the stored binary mask of ``task``, shape ``(units,)`` each;
+        ``KeyError`` naming the trained tasks if it has none."""
         if not self.is_trained(task):
             raise KeyError(f"task {task} has no stored mask; trained tasks: {self.trained_tasks()}")
         return {k: s.task_masks[task] for k, s in self.unit_state.items()}
@@ -264,9 +267,13 @@ class HATBackbone(MultiTaskModule):
             self.last_activations[key] = activation
 
     def forward_features(self, x: torch.Tensor, masks: Mapping[str, torch.Tensor], task: int) -> torch.Tensor:
+        """The masked body: ``x`` (batch first) → features ``(B, feature_size)``, every masked
+        pre-activation multiplied by ``masks[key]`` (via :meth:`_gate`). Subclasses implement it."""
         raise NotImplementedError
 
     def forward_single_task(self, x: torch.Tensor, task_label: int) -> torch.Tensor:
+        """Logits ``(B, classes of the task's head)`` of one task: its masks
+        (:meth:`masks_for_task`), the body, then its head (or the shared head)."""
         task = int(task_label)
         masks = self.masks_for_task(task)
         if self.training and task == self.current_train_task:
@@ -277,6 +284,14 @@ class HATBackbone(MultiTaskModule):
         return self.classifier(features)
 
     def forward(self, x: torch.Tensor, task_labels) -> torch.Tensor:
+        """Logits for a mini-batch (Avalanche's ``MultiTaskModule`` contract).
+
+        :param x: inputs, batch first.
+        :param task_labels: an ``int`` (one task), a ``(B,)`` tensor (per sample; outputs
+            zero-padded to the widest head of the batch), or ``None`` (a dict of every
+            known task's logits).
+        :raises ValueError: a training mini-batch holding another task than the one trained.
+        """
         if task_labels is None:
             return self.forward_all_tasks(x)
         if isinstance(task_labels, int):

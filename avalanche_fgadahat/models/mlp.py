@@ -54,6 +54,7 @@ class HATMLP(HATBackbone):
         self._finish_init(layouts, hidden_sizes[-1], sizes)
 
     def forward_features(self, x: torch.Tensor, masks: Mapping[str, torch.Tensor], task: int) -> torch.Tensor:
+        """``x`` ``(B, ...)`` flattened, then per layer ``relu(fc(h) · m)`` → ``(B, hidden_sizes[-1])``."""
         h = x.flatten(1)
         for index, layer in enumerate(self.fc):
             key = f"fc{index}"

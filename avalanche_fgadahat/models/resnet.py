@@ -35,6 +35,7 @@ class PerTaskBatchNorm2d(DynamicModule):
         self.norms = nn.ModuleDict()
 
     def adaptation(self, experience) -> None:
+        """Create a ``BatchNorm2d`` for every new task label of ``experience``."""
         super().adaptation(experience)
         for task in experience.task_labels:
             if str(task) not in self.norms:
@@ -46,6 +47,7 @@ class PerTaskBatchNorm2d(DynamicModule):
                 self.norms[str(task)] = norm
 
     def forward(self, x: torch.Tensor, task: int) -> torch.Tensor:
+        """``x`` normalised with ``task``'s BatchNorm (unchanged for a task without one)."""
         norm = self.norms[str(task)] if str(task) in self.norms else None
         return x if norm is None else norm(x)
 
@@ -119,6 +121,9 @@ class HATResNet18(HATBackbone):
         return h if norm is None else norm(h, task)
 
     def forward_features(self, x: torch.Tensor, masks: Mapping[str, torch.Tensor], task: int) -> torch.Tensor:
+        """``x`` ``(B, C, H, W)`` → stem, four stages of two basic blocks (each conv's output,
+        and the block sum, gated by its mask; shortcuts masked too), global average pool →
+        ``(B, widths[-1])``."""
         h = torch.relu(self._gate("conv1", self._norm(self.bn1, self.conv1(x), task), masks))
         self._record("conv1", h)
         h = self.stem_pool(h)

@@ -70,6 +70,7 @@ def find_hat_plugin(strategy: Any, what: str = "strategy.plugins") -> "HATPlugin
 
 
 def two_plugins_message(found: list[Any], where: str = "strategy.plugins") -> str:
+    """The error text for several HAT-family plugins found in ``where``."""
     names = ", ".join(type(p).__name__ for p in found)
     return (
         f"{where} holds {len(found)} HAT-family plugins ({names}); use exactly one: each "

@@ -202,9 +202,11 @@ class FGAdaHATPlugin(AdaHATPlugin):
     # ------------------------------------------------------------------ rate rule hooks
     @property
     def aggregation(self) -> str:
+        """Neuron→parameter aggregation of the importance: ``min``, ``max`` or ``mean``."""
         return self.neuron_to_weight_importance_aggregation_mode
 
     def unit_measure(self, model: HATBackbone, name: str) -> dict[str, torch.Tensor]:
+        """``importance``: the summed importance ``I^{<t}`` per unit group; otherwise HAT's."""
         if name == "importance":
             return {k: s.summed_importance for k, s in model.unit_state.items()}
         return super().unit_measure(model, name)
@@ -234,6 +236,8 @@ class FGAdaHATPlugin(AdaHATPlugin):
 
     # ------------------------------------------------------------------ per experience
     def before_training_exp(self, strategy, **kwargs) -> None:
+        """HAT's start of experience, then zero the task's importance accumulators and turn
+        activation recording on when the importance type needs it."""
         super().before_training_exp(strategy, **kwargs)
         model = unwrap_hat_model(strategy.model)
         self._reset_accumulator(model)
@@ -248,6 +252,8 @@ class FGAdaHATPlugin(AdaHATPlugin):
 
     # ------------------------------------------------------------------ per step
     def after_update(self, strategy, **kwargs) -> None:
+        """Accumulate the step's min-max-normalised importance (times the training mask by
+        default) into ``importance_step_sum`` (FG-AdaHAT Sec. 3)."""
         super().after_update(strategy, **kwargs)
         model = unwrap_hat_model(strategy.model)
         self.accumulate_importance_(

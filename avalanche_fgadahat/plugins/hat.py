@@ -182,6 +182,7 @@ class HATPlugin(SupervisedPlugin):
     # ------------------------------------------------------------------ hooks for subclasses
     @property
     def rule(self) -> RateRule:
+        """The :class:`RateRule` of ``adjustment_mode`` (see :data:`ADJUSTMENT_MODES`)."""
         return self.ADJUSTMENT_MODES[self.adjustment_mode]
 
     @property
@@ -232,6 +233,8 @@ class HATPlugin(SupervisedPlugin):
         self.phase = ExperiencePhase.IDLE
 
     def after_training(self, strategy, **kwargs) -> None:
+        """End of ``train()``: the last experience is counted by Avalanche's clock, so the
+        phase returns to ``IDLE`` (a checkpoint may be saved)."""
         if self.phase is ExperiencePhase.FINISHING:
             self.phase = ExperiencePhase.IDLE
 
@@ -247,6 +250,10 @@ class HATPlugin(SupervisedPlugin):
         check_single_task_data(strategy, experience_task(strategy.experience))
 
     def before_training_exp(self, strategy, **kwargs) -> None:
+        """Start of an experience (after Avalanche's model and optimizer adaptation): check the
+        optimizer holds every masked parameter, snapshot the model for rollback, clear the
+        optimizer state, draw the new task's embeddings (``task_embedding_init_mode``),
+        fold ``M`` into the regulariser and broadcast the rule's measure once."""
         model, task = self._check_experience(strategy)
         self._check_optimizer(strategy, model)
         self._experience_start = ModelSnapshot(strategy.model)
@@ -297,6 +304,9 @@ class HATPlugin(SupervisedPlugin):
         return float(total) / count
 
     def after_training_exp(self, strategy, **kwargs) -> None:
+        """End of an experience: store ``1[e > 0]`` as the task's mask and update ``M`` and
+        ``S`` (HAT Sec. 2.1), run the subclass's end-of-task work, then compute the
+        :class:`~.diagnostics.ExperienceReport` (``last_report``; warns past the thresholds)."""
         model = unwrap_hat_model(strategy.model)
         model.commit_task(self.task)
         self._finish_experience(strategy, model)
@@ -386,9 +396,13 @@ class HATPlugin(SupervisedPlugin):
         self._layer_sparsity = dict(value)
 
     def before_training_epoch(self, strategy, **kwargs) -> None:
+        """Count the epoch's mini-batches ``B`` for the annealing schedule (HAT Eq. 3)."""
         self._num_batches = len(strategy.dataloader)
 
     def before_forward(self, strategy, **kwargs) -> None:
+        """Refuse a mini-batch holding other tasks (rolled back, ``ValueError`` naming the
+        cause); set the annealed gate scale ``s = 1/s_max + (s_max − 1/s_max)(b − 1)/(B − 1)``
+        for the 1-based batch index ``b`` (HAT Eq. 3)."""
         model = unwrap_hat_model(strategy.model)
         labels = strategy.mb_task_id
         if isinstance(labels, torch.Tensor) and bool((labels != self.task).any()):
@@ -402,6 +416,8 @@ class HATPlugin(SupervisedPlugin):
         model.gate_scale = self.gate_scale
 
     def before_backward(self, strategy, **kwargs) -> None:
+        """Refuse a non-finite loss before it reaches a weight (rolled back,
+        ``FloatingPointError``); add the mask-sparsity regulariser (HAT Eq. 5) to the loss."""
         model = unwrap_hat_model(strategy.model)
         if self.check_finite_loss and not bool(torch.isfinite(strategy.loss).all()):
             loss, task = strategy.loss.detach().flatten().tolist(), self.task
@@ -418,6 +434,8 @@ class HATPlugin(SupervisedPlugin):
         strategy.loss = strategy.loss + self._regularizer(model.last_mask_flat)
 
     def after_backward(self, strategy, **kwargs) -> None:
+        """Multiply masked-layer gradients by the adjustment rates (HAT Eq. 2, AdaHAT Eq. 8,
+        FG-AdaHAT Eq. 3) and compensate the embedding gradients (HAT Eq. 4)."""
         model = unwrap_hat_model(strategy.model)
         self.adjust_gradients_()
         compensate_embedding_gradient_(model.task_embeddings, self.gate_scale, self.s_max, self.clamp_threshold)
@@ -445,6 +463,7 @@ class HATPlugin(SupervisedPlugin):
                 rule.adjust_(self, [p.grad for p, _, _ in live], [m for _, m, _ in live], [k for _, _, k in live])
 
     def after_update(self, strategy, **kwargs) -> None:
+        """Clamp the embeddings to ``±embedding_clamp`` when set (the original HAT code's 6)."""
         if self.embedding_clamp is not None:
             model = unwrap_hat_model(strategy.model)
             with torch.no_grad():
