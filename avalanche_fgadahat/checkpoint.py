@@ -87,9 +87,9 @@ _PHASE_PROBLEMS = {
         "strategy.train)"
     ),
     ExperiencePhase.FINISHING: (
-        "from an after_training_exp callback: the task's mask is stored but Avalanche's clock "
-        "(the last plugin) has not counted the experience yet, so a resume would start at the "
-        "experience just trained"
+        "from an after_training_exp callback (or after an error raised in one): the task's mask "
+        "is stored but Avalanche's clock (the last plugin) has not counted the experience yet, "
+        "so a resume would start at the experience just trained"
     ),
 }
 

@@ -22,8 +22,16 @@ from avalanche.training.plugins.evaluation import default_evaluator
 from torch.nn import CrossEntropyLoss, Module
 from torch.optim import Optimizer
 
+from .models.base import MixedTaskBatchError
 from .plugins.adahat import AdaHATPlugin
-from .plugins.checks import find_hat_plugin, find_hat_plugins, two_plugins_message, unwrap_hat_model
+from .plugins.checks import (
+    check_no_task_mixing,
+    find_hat_plugin,
+    find_hat_plugins,
+    mixed_batch_message,
+    two_plugins_message,
+    unwrap_hat_model,
+)
 from .plugins.diagnostics import LearningDiagnostics
 from .plugins.fgadahat import FGAdaHATPlugin
 from .plugins.hat import HATPlugin
@@ -51,6 +59,16 @@ class _HATFamilyStrategy(SupervisedTemplate):
         SupervisedTemplate.__init__(
             self, model=model, optimizer=optimizer, plugins=[plugin, *(plugins or [])], **template_kwargs
         )
+        check_no_task_mixing(self)
+
+    def _before_training_exp(self, **kwargs):
+        """Avalanche's start of experience; on an error in any plugin's ``before_training_exp``
+        (after the HAT-family plugin began the experience), roll the experience back, then re-raise."""
+        try:
+            return super()._before_training_exp(**kwargs)
+        except BaseException:
+            self.hat_plugin.rollback_experience(self)
+            raise
 
     def _train_exp(self, experience, eval_streams=None, **kwargs):
         """Avalanche's epoch loop; on any error, roll the experience back, then re-raise.
@@ -60,6 +78,12 @@ class _HATFamilyStrategy(SupervisedTemplate):
         """
         try:
             return super()._train_exp(experience, eval_streams, **kwargs)
+        except MixedTaskBatchError as error:  # a plugin after ours changed the mini-batch
+            iteration = self.clock.train_epoch_iterations
+            self.hat_plugin.rollback_experience(self)
+            raise ValueError(
+                mixed_batch_message(self, error.task, error.found, iteration) + "; the experience was rolled back"
+            ) from error
         except BaseException:
             self.hat_plugin.rollback_experience(self)
             raise

@@ -69,16 +69,30 @@ def test_thresholds_decide_which_warnings_fire():
     previous = snapshot_cumulative(model)
     start = model.task_embeddings.detach().clone()
     model.commit_task(0)  # embeddings never moved
-    with pytest.warns(HATDiagnosticWarning) as record:
-        report = diagnose(model, 0, start, previous, LearningDiagnostics(min_free_capacity=0.9))
-    messages = [str(w.message) for w in record]
-    assert len(messages) == 2 == len(report.warnings)
+    report = diagnose(model, 0, start, previous, LearningDiagnostics(min_free_capacity=0.9))
+    messages = report.warnings
+    assert len(messages) == 2
     assert "only 0.00% of the mask bits changed" in messages[0] and "lr x optimizer steps" in messages[0]
     assert "free for the next task" in messages[1]
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")  # AdaHAT-style rules: capacity is reported, not warned about
-        diagnose(model, 0, start, previous, LearningDiagnostics(min_mask_change=0.0, min_free_capacity=0.9,
-                                                                min_trainable_used=1.0), hard_freeze=False)
+    # AdaHAT-style rules: capacity is reported, not warned about
+    soft = diagnose(model, 0, start, previous, LearningDiagnostics(min_mask_change=0.0, min_free_capacity=0.9,
+                                                                   min_trainable_used=1.0), hard_freeze=False)
+    assert soft.warnings == () and soft.free_capacity == report.free_capacity
+    assert diagnose(model, 0, start, previous, None).warnings == ()  # diagnostics=None: numbers only
+
+
+def test_an_empty_mask_is_named_as_such_not_as_a_full_network():
+    """A layer with no unit on (e.g. ``task_embedding_init_mode='U-10'``): the task cannot learn
+    there; the network is not full (the trainable-share check skips that layer)."""
+    model = HATMLP(3, (4, 2))
+    previous = snapshot_cumulative(model)
+    _set_embeddings(model, {"fc0": [0, 0, 0, 0], "fc1": [1, 0]})
+    start = model.task_embeddings.detach().clone()
+    model.commit_task(0)
+    report = diagnose(model, 0, start, previous, LearningDiagnostics(min_mask_change=0.0))
+    assert report.empty_groups == ("fc0",) and report.free_capacity > 0.5
+    assert len(report.warnings) == 1
+    assert "task 0's mask is empty in fc0" in report.warnings[0] and "full" not in report.warnings[0]
 
 
 def test_a_run_that_cannot_learn_warns_and_one_that_can_does_not(digits):
@@ -102,6 +116,29 @@ def test_a_run_that_cannot_learn_warns_and_one_that_can_does_not(digits):
     assert strategy.hat_plugin.last_report.embedding_shift > 0.02
 
 
+def test_warnings_come_at_the_end_of_train_so_an_error_leaves_a_consistent_strategy(digits):
+    """With warnings turned into errors (``pytest -W error``), the raise happens after
+    Avalanche counted the experience: the task is stored, the clock agrees, a checkpoint
+    may be saved, and the next experience trains."""
+    set_seed(1)
+    model = HATMLP(64, (256, 256))
+    strategy = HAT(model=model, optimizer=torch.optim.Adam(model.parameters(), lr=1e-3), train_mb_size=32,
+                   train_epochs=1, evaluator=EvaluationPlugin(loggers=[]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", HATDiagnosticWarning)
+        with pytest.raises(HATDiagnosticWarning, match="mask bits changed"):
+            strategy.train(digits.train_stream[0])
+    assert model.trained_tasks() == [0] and strategy.clock.train_exp_counter == 1
+    assert strategy.hat_plugin.last_report.task == 0
+    from avalanche_fgadahat.plugins.hat import ExperiencePhase
+
+    assert strategy.hat_plugin.phase is ExperiencePhase.IDLE
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", HATDiagnosticWarning)
+        strategy.train(digits.train_stream[1])
+    assert model.trained_tasks() == [0, 1]
+
+
 def test_diagnostics_none_silences_the_warnings_but_keeps_the_report(digits):
     set_seed(1)
     model = HATMLP(64, (32,))
@@ -111,7 +148,7 @@ def test_diagnostics_none_silences_the_warnings_but_keeps_the_report(digits):
         warnings.simplefilter("error", HATDiagnosticWarning)
         strategy.train(digits.train_stream[0])
     report = strategy.hat_plugin.last_report
-    assert report.task == 0 and report.mask_change < 0.01 and report.warnings
+    assert report.task == 0 and report.mask_change < 0.01 and report.warnings == ()
 
 
 def test_metrics_emit_the_report(digits):
@@ -129,7 +166,8 @@ def test_metrics_emit_the_report(digits):
     assert metrics[f"HATDiag_FreeCapacity_Exp/{suffix}"][1] == [report.free_capacity]
     assert metrics[f"HATDiag_EmbeddingShift_Exp/{suffix}"][1] == [report.embedding_shift]
     assert metrics[f"HATDiag_TrainableUsed_Exp/{suffix}/fc.0"][1] == [report.trainable_used["fc.0"]]
-    assert metrics[f"HATDiag_Warnings_Exp/{suffix}"][1] == [float(len(report.warnings))]
+    assert metrics[f"HATDiag_Warnings_Exp/{suffix}"][1] == [0.0]  # diagnostics=None: nothing warned
+    assert metrics[f"HATDiag_EmptyGroups_Exp/{suffix}"][1] == [float(len(report.empty_groups))]
     assert len(metrics[f"HATDiag_MaskChange_Exp/train_phase/train_stream/Task000/Exp000"][1]) == 1
 
 

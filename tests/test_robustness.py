@@ -332,46 +332,102 @@ def test_cli_refuses_a_bad_strategy_setting_before_the_first_run(tmp_path, capsy
 
 
 # ---------------------------------------------------------------- 8. strategies and plugins that mix tasks
-def test_cumulative_is_refused_naming_the_strategy_before_model_adaptation(digits5):
+def _mixers():
+    from avalanche.training import DER, ER_ACE, GDumb
+    from avalanche.training.plugins import AGEMPlugin, GDumbPlugin, GEMPlugin, MIRPlugin
+
+    return {
+        "Cumulative": (lambda **kw: Cumulative(plugins=[HATPlugin()], **kw), "Cumulative"),
+        "JointTraining": (lambda **kw: JointTraining(plugins=[HATPlugin()], **kw), "JointTraining"),
+        "DER": (lambda **kw: DER(mem_size=50, plugins=[HATPlugin()], **kw), "DER"),
+        "ER_ACE": (lambda **kw: ER_ACE(mem_size=50, plugins=[HATPlugin()], **kw), "ER_ACE"),
+        "GDumb": (lambda **kw: GDumb(mem_size=50, plugins=[HATPlugin()], **kw), "GDumbPlugin"),
+        "Naive+ReplayPlugin": (lambda **kw: Naive(plugins=[HATPlugin(), ReplayPlugin(mem_size=50)], **kw), "ReplayPlugin"),
+        "Naive+GDumbPlugin": (lambda **kw: Naive(plugins=[GDumbPlugin(mem_size=50), HATPlugin()], **kw), "GDumbPlugin"),
+        "Naive+AGEMPlugin": (lambda **kw: Naive(plugins=[HATPlugin(), AGEMPlugin(10, 10)], **kw), "AGEMPlugin"),
+        "Naive+GEMPlugin": (lambda **kw: Naive(plugins=[HATPlugin(), GEMPlugin(10, 0.5)], **kw), "GEMPlugin"),
+        "Naive+MIRPlugin": (lambda **kw: Naive(plugins=[HATPlugin(), MIRPlugin(batch_size_mem=10, mem_size=50, subsample=10)], **kw),
+                            "MIRPlugin"),
+    }
+
+
+@pytest.mark.parametrize("name", ["Cumulative", "JointTraining", "DER", "ER_ACE", "GDumb", "Naive+ReplayPlugin",
+                                  "Naive+GDumbPlugin", "Naive+AGEMPlugin", "Naive+GEMPlugin", "Naive+MIRPlugin"])
+def test_task_mixing_strategies_and_plugins_are_refused_before_anything_trains(digits5, name):
+    build, named = _mixers()[name]
+    model = HATMLP(64, (16,))
+    strategy = build(model=model, optimizer=torch.optim.Adam(model.parameters(), lr=1e-2),
+                     criterion=torch.nn.CrossEntropyLoss(), train_mb_size=32, evaluator=_quiet())
+    before = _state(model)
+    with pytest.raises(ValueError, match=rf"cannot train with {named} \(.*without replay"):
+        strategy.train(digits5.train_stream if name == "JointTraining" else digits5.train_stream[0])
+    assert strategy.model is model and _same_state(before, model)
+    assert model.current_train_task is None and model.trained_tasks() == []
+
+
+@pytest.mark.parametrize("plugin", ["ReplayPlugin", "AGEMPlugin"])
+def test_hat_strategies_refuse_a_task_mixing_plugin_at_construction(plugin):
+    from avalanche.training.plugins import AGEMPlugin
+
+    extra = ReplayPlugin(mem_size=50) if plugin == "ReplayPlugin" else AGEMPlugin(10, 10)
+    model = HATMLP(6, (10,))
+    with pytest.raises(ValueError, match=f"cannot train with {plugin}"):
+        HAT(model=model, optimizer=torch.optim.SGD(model.parameters(), lr=0.1), plugins=[extra])
+
+
+class _MyCumulative(Naive):
+    """A user's own strategy that concatenates earlier data (unknown to the package's list)."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.seen = None
+
+    def train_dataset_adaptation(self, **kwargs):
+        super().train_dataset_adaptation(**kwargs)
+        current = self.adapted_dataset
+        self.adapted_dataset = current if self.seen is None else self.seen.concat(current)
+        self.seen = current if self.seen is None else self.seen.concat(current)
+
+
+def test_unknown_strategy_mixing_tasks_is_refused_before_model_adaptation(digits5):
     set_seed(0)
     model = HATMLP(64, (16,))
-    strategy = Cumulative(model=model, criterion=torch.nn.CrossEntropyLoss(), optimizer=torch.optim.Adam(model.parameters(), lr=1e-2),
-                          plugins=[HATPlugin()], train_mb_size=64, evaluator=_quiet())
+    strategy = _MyCumulative(model=model, optimizer=torch.optim.Adam(model.parameters(), lr=1e-2),
+                             plugins=[HATPlugin()], train_mb_size=64, evaluator=_quiet())
     strategy.train(digits5.train_stream[0])  # one task: nothing mixed yet
     before = _state(model)
     heads = list(model.classifier.classifiers)
-    with pytest.raises(ValueError, match=r"task 1's experience holds task labels \[0, 1\].*here: Cumulative"):
+    with pytest.raises(ValueError, match=r"task 1's experience holds task labels \[0, 1\].*mixes other tasks"):
         strategy.train(digits5.train_stream[1])
     assert _same_state(before, model) and list(model.classifier.classifiers) == heads
     assert model.current_train_task is None and model.trained_tasks() == [0]
 
 
-def test_joint_training_is_refused_naming_the_strategy(digits5):
-    model = HATMLP(64, (16,))
-    strategy = JointTraining(model=model, criterion=torch.nn.CrossEntropyLoss(), optimizer=torch.optim.Adam(model.parameters(), lr=1e-2),
-                             plugins=[HATPlugin()], train_mb_size=64, evaluator=_quiet())
-    before = _state(model)
-    with pytest.raises(ValueError, match=r"task labels \[0, 1, 2, 3, 4\].*here: JointTraining"):
-        strategy.train(digits5.train_stream)
-    assert _same_state(before, model) and model.current_train_task is None
+class _ReplayLike(SupervisedPlugin):
+    """A user's own replay plugin (unknown to the package's list): one old-task sample per batch."""
+
+    def before_forward(self, strategy, **kwargs):
+        if strategy.clock.train_exp_counter > 0:
+            labels = strategy.mbatch[-1].clone()
+            labels[0] = 0
+            strategy.mbatch[-1] = labels
 
 
 @pytest.mark.parametrize("template", ["HAT", "Naive+HATPlugin"])
-def test_replay_is_refused_naming_the_plugin_and_the_model_left_as_it_was(digits5, template):
+def test_unknown_replay_is_refused_at_its_first_batch_and_the_model_left_as_it_was(digits5, template):
     set_seed(0)
     model = HATMLP(64, (16,))
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
-    replay = ReplayPlugin(mem_size=50)
     kwargs = dict(train_mb_size=32, evaluator=_quiet())
     if template == "HAT":
-        strategy = HAT(model=model, optimizer=optimizer, plugins=[replay], **kwargs)
-    else:
-        strategy = Naive(model=model, optimizer=optimizer, plugins=[HATPlugin(), replay], **kwargs)
+        strategy = HAT(model=model, optimizer=optimizer, plugins=[_ReplayLike()], **kwargs)
+    else:  # the replay plugin runs before the HAT-family plugin's check
+        strategy = Naive(model=model, optimizer=optimizer, plugins=[_ReplayLike(), HATPlugin()], **kwargs)
     strategy.train(digits5.train_stream[0])
     recorder = _RecordStarts()
     strategy.plugins.insert(0, recorder)
     starts = recorder.starts
-    with pytest.raises(ValueError, match=r"found \[0, 1\] at iteration 0.*here: ReplayPlugin.*rolled back"):
+    with pytest.raises(ValueError, match=r"found \[0, 1\] at iteration 0.*mixes other tasks.*rolled back"):
         strategy.train(digits5.train_stream[1])
     assert _same_state(starts[0], model)
     assert model.current_train_task is None and model.gate_scale is None and model.trained_tasks() == [0]
@@ -431,3 +487,87 @@ def test_untrained_head_with_class_ids_not_from_zero_is_not_chance_level():
     outside = float((predicted < 8).float().mean())
     accuracy = results["Top1_Acc_Exp/eval_phase/test_stream/Task004/Exp004"]
     assert outside > 0.5 and accuracy < 0.5 - 1e-9 or math.isclose(accuracy, 0.0)
+
+
+# ---------------------------------------------------------------- found by trying to break the above
+def test_deepcopy_of_the_model_during_training_works(digits5):
+    """EMA / best-model plugins copy the model mid-experience; the last step's soft masks are
+    part of an autograd graph and are not copied."""
+    import copy
+
+    copies = []
+
+    class Snapshot(SupervisedPlugin):
+        def after_training_iteration(self, strategy, **kwargs):
+            copies.append(copy.deepcopy(strategy.model))
+
+    model = HATMLP(64, (16,))
+    strategy = HAT(model=model, optimizer=torch.optim.SGD(model.parameters(), lr=0.1), train_mb_size=128,
+                   plugins=[Snapshot()], evaluator=_quiet())
+    strategy.train(digits5.train_stream[0])
+    assert copies and copies[-1].last_mask_flat is None and model.trained_tasks() == [0]
+    assert torch.equal(copies[-1].fc[0].weight, model.fc[0].weight)
+
+
+def test_an_error_in_another_plugins_before_training_exp_is_rolled_back_at_once(digits5, tmp_path):
+    class SaveTooEarly(SupervisedPlugin):
+        def before_training_exp(self, strategy, **kwargs):
+            save_checkpoint(strategy, tmp_path / "early.ckpt")
+
+    model = HATMLP(64, (16,))
+    strategy = HAT(model=model, optimizer=torch.optim.SGD(model.parameters(), lr=0.1), train_mb_size=64,
+                   evaluator=_quiet())
+    strategy.train(digits5.train_stream[0])
+    recorder = _RecordStarts()
+    strategy.plugins[0:0] = [recorder]
+    strategy.plugins.append(SaveTooEarly())
+    with pytest.raises(ValueError, match="while an experience is being trained"):
+        strategy.train(digits5.train_stream[1])
+    assert _same_state(recorder.starts[0], model) and model.current_train_task is None
+    assert strategy.hat_plugin.phase is ExperiencePhase.IDLE
+
+
+def test_torch_compile_wrapper_is_refused_with_the_reason():
+    model = HATMLP(6, (10,))
+    with pytest.raises(TypeError, match="OptimizedModule wrapping a HATMLP.*without task labels"):
+        HAT(model=torch.compile(model), optimizer=torch.optim.SGD(model.parameters(), lr=0.1))
+
+
+def test_dataparallel_is_refused_before_an_evaluation_too(digits5):
+    inner = HATMLP(64, (16,))
+    strategy = Naive(model=torch.nn.DataParallel(inner), optimizer=torch.optim.SGD(inner.parameters(), lr=0.1),
+                     plugins=[HATPlugin()], evaluator=_quiet())
+    with pytest.raises(TypeError, match="DataParallel wrapping a HATMLP"):
+        strategy.eval(digits5.test_stream[:1])
+
+
+def test_zero_dimensional_task_label_is_one_task():
+    model = HATMLP(6, (10,)).eval()
+    x = torch.randn(3, 6)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert torch.equal(model(x, torch.tensor(0)), model(x, 0))
+
+
+@pytest.mark.parametrize("override, message", [
+    ("ewc.ewc_lambda=abc", "ewc.ewc_lambda must be a number, got 'abc'"),
+    ("ewc.mode=bogus", "ewc.mode='bogus' is not supported; accepted values are: 'separate', 'online'"),
+    ("lwf.temperature=-1", "lwf.temperature must be > 0.0, got -1"),
+    ("si.si_lambda=-5", "si.si_lambda must be >= 0.0, got -5"),
+    ("mas.alpha=7", "mas.alpha must be <= 1.0, got 7"),
+    ("packnet.prune_proportion=1.5", "packnet.prune_proportion=1.5: every value must be in \\[0, 1\\]"),
+])
+def test_cli_refuses_a_bad_baseline_setting_before_the_first_run(tmp_path, capsys, override, message):
+    from avalanche_fgadahat.experiments.__main__ import main
+
+    strategy = override.split(".")[0]
+    out = tmp_path / "sweep"
+    args = ["--benchmark", "digits", "--strategies", "hat", strategy, "--set", override, "--epochs", "2",
+            "--hidden-sizes", "8", "--out", str(out), "--quiet"]
+    try:
+        code = main(args)
+    except SystemExit as exit_:  # argparse's parser.error
+        code = exit_.code
+    assert code == 2
+    assert __import__("re").search(message, capsys.readouterr().err)
+    assert not out.exists()

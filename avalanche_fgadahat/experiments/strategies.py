@@ -138,6 +138,9 @@ def _packnet_schedule(settings: Mapping[str, Any], s: ExperimentSettings) -> tup
             f"packnet.prune_proportion={proportion!r}: accepted are 'equal_share', a float in "
             "[0, 1] or a list of floats (one per experience)"
         )
+    shares = proportion if isinstance(proportion, list) else [proportion]
+    if not all(0.0 <= p <= 1.0 for p in shares):
+        raise ValueError(f"packnet.prune_proportion={settings['prune_proportion']!r}: every value must be in [0, 1]")
     return post, proportion
 
 
@@ -243,8 +246,37 @@ def resolve_strategy(name: str, overrides: Mapping[str, Any] | None = None) -> R
             raise ValueError(
                 f"setting {key!r} does not exist for strategy {label!r}; accepted: {sorted(settings)}"
             )
+        _check_baseline_setting(base, key, value)
         settings[key] = value
     return ResolvedStrategy(label, base, spec, MappingProxyType(settings))
+
+
+#: (strategy, setting) → (minimum, strict, maximum) of the baselines' numeric settings (the
+#: HAT family's are checked by their constructors); choices of their string settings.
+BASELINE_RANGES: Mapping[tuple[str, str], tuple[float, bool, float | None]] = MappingProxyType({
+    ("ewc", "ewc_lambda"): (0.0, False, None),
+    ("si", "si_lambda"): (0.0, False, None),
+    ("si", "eps"): (0.0, True, None),
+    ("lwf", "alpha"): (0.0, False, None),
+    ("lwf", "temperature"): (0.0, True, None),
+    ("mas", "lambda_reg"): (0.0, False, None),
+    ("mas", "alpha"): (0.0, False, 1.0),
+})
+BASELINE_CHOICES: Mapping[tuple[str, str], tuple[str, ...]] = MappingProxyType({
+    ("ewc", "mode"): ("separate", "online"),
+})
+
+
+def _check_baseline_setting(base: str, key: str, value: Any) -> None:
+    """``ValueError`` naming ``base.key`` when a baseline's setting has the wrong type or range."""
+    from .._validation import check_choice, check_number
+
+    name = f"{base}.{key}"
+    if (base, key) in BASELINE_RANGES:
+        minimum, strict, maximum = BASELINE_RANGES[(base, key)]
+        check_number(name, value, minimum=minimum, strict_minimum=strict, maximum=maximum)
+    elif (base, key) in BASELINE_CHOICES:
+        check_choice(name, value, BASELINE_CHOICES[(base, key)])
 
 
 def parse_overrides(items: Iterable[str], strategies: Iterable[str]) -> dict[str, dict[str, Any]]:
@@ -314,5 +346,5 @@ def check_buildable(strategy: ResolvedStrategy, settings: ExperimentSettings) ->
         warnings.simplefilter("ignore")
         try:
             build_strategy(strategy, settings, EvaluationPlugin(loggers=[]))
-        except (ValueError, TypeError) as error:
-            raise ValueError(f"strategy {strategy.label}: {error}") from error
+        except (ValueError, TypeError, AssertionError) as error:  # Avalanche asserts on some settings
+            raise ValueError(f"strategy {strategy.label}: {error or type(error).__name__}") from error

@@ -11,7 +11,9 @@ After each training experience the HAT-family plugin holds an
   next task under HAT;
 * ``HATDiag_TrainableUsed_Exp/.../<layer>`` — per layer, the fraction of the weights the
   task uses that were free before it;
-* ``HATDiag_Warnings_Exp/...`` — how many diagnostic warnings the task raised.
+* ``HATDiag_Warnings_Exp/...`` — how many diagnostic warnings the task raised (0 with
+  ``diagnostics=None``);
+* ``HATDiag_EmptyGroups_Exp/...`` — in how many unit groups the task's mask is empty.
 
 Place the evaluation plugin after the HAT-family plugin (the strategies do).
 """
@@ -38,6 +40,7 @@ class LearningDiagnosticsMetric(ExperienceValuesMetric):
             "EmbeddingShift": report.embedding_shift,
             "FreeCapacity": report.free_capacity,
             "Warnings": float(len(report.warnings)),
+            "EmptyGroups": float(len(report.empty_groups)),
         }
         values.update({f"TrainableUsed/{layer}": v for layer, v in report.trainable_used.items()})
         return values

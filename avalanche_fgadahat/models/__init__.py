@@ -1,7 +1,7 @@
 """HAT-masked backbones: Avalanche ``MultiTaskModule`` s with one HAT mask per unit group."""
 
 from .alexnet import HATAlexNet
-from .base import TASK_EMBEDDING_INITIALIZERS, HATBackbone, UntrainedTaskWarning
+from .base import TASK_EMBEDDING_INITIALIZERS, HATBackbone, MixedTaskBatchError, UntrainedTaskWarning
 from .mlp import HATMLP
 from .resnet import HATResNet18, PerTaskBatchNorm2d
 

@@ -63,6 +63,24 @@ TASK_EMBEDDING_INITIALIZERS = {
 }
 
 
+class MixedTaskBatchError(ValueError):
+    """A training mini-batch holds task labels other than the task being trained.
+
+    :param task: the task being trained.
+    :param found: the sorted task labels of the mini-batch.
+    """
+
+    def __init__(self, task: int, found: list[int]) -> None:
+        self.task, self.found = task, found
+        super().__init__(
+            f"task_labels of a training mini-batch must all equal the task being trained ({task}); "
+            f"found {found}: the strategy or a plugin mixes other tasks' samples into training "
+            "(replay, concatenated experiences). HAT trains one task at a time on the experience's "
+            "own data and keeps the old tasks with its stored masks: use one task label per "
+            "training experience and no replay"
+        )
+
+
 class UntrainedTaskWarning(UserWarning):
     """A task that was never trained was evaluated (see :class:`HATBackbone`)."""
 
@@ -198,6 +216,13 @@ class HATBackbone(MultiTaskModule):
         self.task_positions[task] = position
         return masks
 
+    def __getstate__(self) -> dict:
+        """Pickle and ``copy.deepcopy`` without the last training step's tensors (soft masks,
+        activations): they belong to that step's autograd graph, which cannot be copied."""
+        state = dict(super().__getstate__() if hasattr(super(), "__getstate__") else self.__dict__)
+        state.update(last_masks={}, last_mask_flat=None, last_activations={})
+        return state
+
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
         """PyTorch's ``load_state_dict`` after a shape check that changes nothing on failure.
 
@@ -294,17 +319,14 @@ class HATBackbone(MultiTaskModule):
         """
         if task_labels is None:
             return self.forward_all_tasks(x)
+        if isinstance(task_labels, torch.Tensor) and task_labels.dim() == 0:
+            task_labels = int(task_labels)
         if isinstance(task_labels, int):
             return self.forward_single_task(x, task_labels)
         if self.training and self.current_train_task is not None:
             task = self.current_train_task
             if bool((task_labels != task).any()):
-                found = sorted(set(task_labels.tolist()))
-                raise ValueError(
-                    f"task_labels of a training mini-batch must all equal the task being trained "
-                    f"({task}); found {found}. HAT trains one task at a time on the experience's "
-                    "own data: use one task label per training experience and no replay"
-                )
+                raise MixedTaskBatchError(task, sorted(set(task_labels.tolist())))
             return self.forward_single_task(x, task)
         return self._forward_mixed_tasks(x, task_labels)
 

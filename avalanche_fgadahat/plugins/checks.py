@@ -7,8 +7,10 @@ cause and the fix (``docs/bad_input.md`` lists every one with its test).
 * :func:`experience_task`: the training experience has exactly one task label;
 * :func:`check_optimizer`: the optimizer trains this model without weight decay on masked
   weights;
+* :func:`check_no_task_mixing`: no strategy or plugin that mixes other tasks' samples into
+  training or replaces the model (:data:`TASK_MIXING`), refused before anything trains;
 * :func:`check_single_task_data` and :func:`mixed_batch_message`: the training data holds
-  only the experience's task (Cumulative, JointTraining and replay plugins mix tasks).
+  only the experience's task (the fallback for mixers this package does not know).
 """
 
 from __future__ import annotations
@@ -29,13 +31,17 @@ MASKED_MODEL_NAMES = "HATMLP, HATAlexNet, HATResNet18 (or a HATBackbone subclass
 def unwrap_hat_model(model: Any) -> HATBackbone:
     """Return ``model`` if it is a :class:`HATBackbone`; ``TypeError`` otherwise.
 
-    A wrapper such as ``torch.nn.DataParallel`` is refused with its reason: Avalanche's
-    training loop (``avalanche_forward``) passes task labels only to a ``MultiTaskModule``,
-    so a wrapped backbone would be called without them and could not pick its masks.
+    A wrapper such as ``torch.nn.DataParallel`` (``.module``) or ``torch.compile``'s
+    ``OptimizedModule`` (``._orig_mod``) is refused with its reason: Avalanche's training
+    and evaluation loops (``avalanche_forward``) pass task labels only to a
+    ``MultiTaskModule``, so a wrapped backbone would be called without them and could not
+    pick its masks.
     """
     if isinstance(model, HATBackbone):
         return model
     inner = getattr(model, "module", None)
+    if not isinstance(inner, HATBackbone):
+        inner = getattr(model, "_orig_mod", None)
     if isinstance(inner, HATBackbone):
         raise TypeError(
             f"model is a {type(model).__name__} wrapping a {type(inner).__name__}: Avalanche calls "
@@ -134,6 +140,58 @@ def check_optimizer(optimizer: torch.optim.Optimizer, strategy_model: torch.nn.M
         raise ValueError(
             f"optimizer does not hold {len(missing)} masked-layer parameters of the model: "
             "build the optimizer from model.parameters()"
+        )
+
+
+#: Avalanche strategies and plugins that cannot train with a HAT-family plugin, by class
+#: name (subclasses included) → why. HAT trains one task at a time on the experience's own
+#: data with the model it built; these mix other tasks' samples into training, run the model
+#: on them in training mode, or replace the model.
+TASK_MIXING: dict[str, str] = {
+    "Cumulative": "concatenates the earlier experiences' data into each new one",
+    "JointTraining": "trains on all experiences at once",
+    "FromScratchTraining": "re-initialises the model at every experience (the stored masks would be lost)",
+    "DER": "replays a memory buffer (and calls the model without task labels)",
+    "ER_ACE": "replays a memory buffer",
+    "ER_AML": "replays a memory buffer",
+    "SCR": "replays a memory buffer",
+    "ICaRL": "replays exemplars of earlier classes",
+    "FeatureReplay": "replays stored features",
+    "LaMAML": "replays a memory buffer",
+    "ReplayPlugin": "adds a memory buffer of earlier tasks' samples to every mini-batch",
+    "GDumbPlugin": "replaces the model at every experience and trains it on its memory buffer",
+    "AGEMPlugin": "runs the model on a memory of earlier tasks' samples in training mode",
+    "GEMPlugin": "runs the model on a memory of earlier tasks' samples in training mode",
+    "MIRPlugin": "replays memory samples chosen by their loss increase",
+    "RARPlugin": "replays a memory buffer with adversarial augmentation",
+    "BiCPlugin": "replays a memory buffer and adds a bias-correction layer",
+    "GenerativeReplayPlugin": "adds generated samples of earlier tasks to the mini-batches",
+}
+
+
+def _known_mixer(obj: Any) -> str | None:
+    for cls in type(obj).__mro__:
+        if cls.__name__ in TASK_MIXING:
+            return f"{type(obj).__name__} ({TASK_MIXING[cls.__name__]})"
+    if hasattr(obj, "storage_policy"):
+        return f"{type(obj).__name__} (holds a replay memory, storage_policy)"
+    return None
+
+
+def check_no_task_mixing(strategy: Any) -> None:
+    """Refuse, before anything trains, a strategy or plugin listed in :data:`TASK_MIXING` (or
+    holding a replay ``storage_policy``) next to a HAT-family plugin; ``ValueError`` naming it."""
+    from .hat import HATPlugin
+
+    found = [_known_mixer(strategy)]
+    found += [_known_mixer(p) for p in getattr(strategy, "plugins", []) if not isinstance(p, HATPlugin)]
+    found = [f for f in found if f is not None]
+    if found:
+        raise ValueError(
+            f"HAT-family plugins cannot train with {'; '.join(found)}. HAT trains one task at a time "
+            "on the experience's own data and keeps the old tasks with its stored masks: use "
+            "HAT/AdaHAT/FGAdaHAT, or a plain template such as Naive with the HAT-family plugin, "
+            "without replay (docs/bad_input.md)"
         )
 
 

@@ -9,8 +9,11 @@ cannot train. This is inherent to HAT (the reference implementation gives the sa
 numbers); the rule of thumb (``docs/diagnostics.md``): with Adam, HAT learns reliably once
 ``lr × optimizer steps per task ≳ 0.1``.
 
-After storing a task's mask, the plugin computes an :class:`ExperienceReport` and warns
-(:class:`HATDiagnosticWarning`) when
+After storing a task's mask, the plugin computes an :class:`ExperienceReport` and, at the
+end of ``train()`` (once Avalanche has counted the experience, so a warning turned into an
+error leaves a consistent strategy), warns (:class:`HATDiagnosticWarning`) when
+
+* a unit group of the task's mask is empty (no unit on): the task cannot learn;
 
 * ``mask_change < min_mask_change`` and ``embedding_shift < min_embedding_shift``: almost
   no mask bit differs from the sign of the embedding the task started from, and the
@@ -34,7 +37,6 @@ The same numbers are Avalanche metrics (``metrics.hat_diagnostic_metrics``).
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -92,8 +94,10 @@ class ExperienceReport:
         biases) free for the next task under HAT, after this task's mask was stored.
     :param trainable_used: ``{layer: fraction}``: of the weights the task uses
         (``min(m_l[i], m_{l−1}[j]) = 1``), the fraction that were free before it
-        (``min(M_l[i], M_{l−1}[j]) = 0``); 0.0 for a layer the task does not use at all.
-    :param warnings: the messages warned about (empty when all is well).
+        (``min(M_l[i], M_{l−1}[j]) = 0``); a layer the task uses no weight of is left out.
+    :param warnings: the messages warned about (empty when all is well, and with
+        ``diagnostics=None``).
+    :param empty_groups: the unit groups in which the task's mask has no unit on.
     """
 
     task: int
@@ -102,6 +106,7 @@ class ExperienceReport:
     free_capacity: float
     trainable_used: Mapping[str, float] = field(default_factory=dict)
     warnings: tuple[str, ...] = ()
+    empty_groups: tuple[str, ...] = ()
 
 
 @torch.no_grad()
@@ -118,7 +123,8 @@ def _parameter_fractions(model: HATBackbone, previous: Mapping[str, torch.Tensor
         count += frozen_w.numel() + (frozen_b.numel() if frozen_b is not None else 0)
         used = float(used_w.sum())
         trainable = float((used_w * (1.0 - before_w)).sum())
-        trainable_used[layout.name] = trainable / used if used > 0 else 0.0
+        if used > 0:  # a layer the task does not use at all is left out
+            trainable_used[layout.name] = trainable / used
     free = 1.0 - frozen_total / count if count else 1.0
     return free, trainable_used
 
@@ -128,21 +134,41 @@ def diagnose(
     task: int,
     start_embeddings: torch.Tensor,
     previous_cumulative: Mapping[str, torch.Tensor],
-    thresholds: LearningDiagnostics,
+    thresholds: LearningDiagnostics | None,
     hard_freeze: bool = True,
 ) -> ExperienceReport:
     """The :class:`ExperienceReport` of ``task``, right after its mask was stored.
 
+    The messages are returned in the report, not warned here (the plugin warns at the end
+    of ``train()``, after every state change).
+
     :param start_embeddings: the flat task embeddings at the start of the experience.
     :param previous_cumulative: ``M^{<t}`` before the task was stored.
-    :param hard_freeze: the rule freezes used parameters (HAT): warn on capacity too.
+    :param thresholds: ``None``: numbers only, no messages.
+    :param hard_freeze: the rule freezes used parameters (HAT): check the capacity too.
     """
     end = model.task_embeddings.detach()
     start = start_embeddings.to(end.device)
     mask_change = float((binary_mask(end) != binary_mask(start)).float().mean()) if end.numel() else 0.0
     shift = float((end - start).abs().mean()) if end.numel() else 0.0
-    free, trainable_used = _parameter_fractions(model, previous_cumulative, model.stored_masks(task))
+    task_masks = model.stored_masks(task)
+    free, trainable_used = _parameter_fractions(model, previous_cumulative, task_masks)
+    empty = [key for key, mask in task_masks.items() if not bool(mask.any())]
+    messages: list[str] = []
+    if thresholds is not None:
+        messages = _messages(task, thresholds, hard_freeze, mask_change, shift, free, trainable_used, empty)
+    return ExperienceReport(task, mask_change, shift, free, trainable_used, tuple(messages), tuple(empty))
+
+
+def _messages(task, thresholds, hard_freeze, mask_change, shift, free, trainable_used, empty) -> list[str]:
     messages = []
+    if empty:
+        messages.append(
+            f"task {task}'s mask is empty in {', '.join(empty)} (no unit on): the task's outputs do not "
+            "depend on its input there, so it cannot learn. The sparsity regulariser or the embedding "
+            "initialisation switched every unit off (task_embedding_init_mode='U-10' starts them all "
+            "off): train longer, lower mask_sparsity_reg_factor, or use task_embedding_init_mode='N01'"
+        )
     if mask_change < thresholds.min_mask_change and shift < thresholds.min_embedding_shift:
         messages.append(
             f"task {task}: only {100 * mask_change:.2f}% of the mask bits changed during training "
@@ -162,13 +188,12 @@ def diagnose(
     if starved:
         listed = ", ".join(f"{name} {100 * value:.2f}%" for name, value in starved.items())
         messages.append(
-            f"task {task} could train almost none of the parameters it uses ({listed} of them were "
-            "free): it relies on weights frozen by earlier tasks. The network is full for this "
-            "task: use a wider network, or a larger mask_sparsity_reg_factor from the first task"
+            f"task {task} could train almost none of the weights it uses ({listed} of them were free "
+            f"before it; {100 * free:.1f}% of the network is free now): it relies on weights frozen by "
+            "earlier tasks. Use a wider network, or a larger mask_sparsity_reg_factor from the first "
+            "task so that earlier tasks leave more units free"
         )
-    for message in messages:
-        warnings.warn(message, HATDiagnosticWarning, stacklevel=3)
-    return ExperienceReport(task, mask_change, shift, free, trainable_used, tuple(messages))
+    return messages
 
 
 def snapshot_cumulative(model: HATBackbone) -> dict[str, torch.Tensor]:

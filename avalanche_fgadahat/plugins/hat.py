@@ -40,6 +40,7 @@ from ..masking.regularizer import MASK_SPARSITY_REG_MODES, MaskSparsityRegulariz
 from ..models.base import TASK_EMBEDDING_INITIALIZERS, HATBackbone
 from ..rollback import ModelSnapshot
 from .checks import (
+    check_no_task_mixing,
     check_optimizer,
     check_single_task_data,
     experience_task,
@@ -48,7 +49,13 @@ from .checks import (
     two_plugins_message,
     unwrap_hat_model,
 )
-from .diagnostics import ExperienceReport, LearningDiagnostics, diagnose, snapshot_cumulative
+from .diagnostics import (
+    ExperienceReport,
+    HATDiagnosticWarning,
+    LearningDiagnostics,
+    diagnose,
+    snapshot_cumulative,
+)
 from .optimizer_state import seed_frozen_second_moments_
 from .rules import RateRule
 
@@ -113,9 +120,10 @@ class HATPlugin(SupervisedPlugin):
     :param check_finite_loss: raise ``FloatingPointError`` on a NaN/inf loss before the
         backward pass (costs one host sync per step on GPUs).
     :param diagnostics: thresholds of the end-of-experience checks that warn
-        (:class:`~.diagnostics.HATDiagnosticWarning`) when a task barely learned or the
-        network is nearly full (:class:`~.diagnostics.LearningDiagnostics`); ``None``
-        turns the warnings off (the report is still computed, ``last_report``).
+        (:class:`~.diagnostics.HATDiagnosticWarning`, issued at the end of ``train()``)
+        when a task barely learned, its mask is empty or the network is nearly full
+        (:class:`~.diagnostics.LearningDiagnostics`); ``None`` turns the checks off (the
+        report's numbers are still computed, ``last_report``).
     """
 
     ADJUSTMENT_MODES: Mapping[str, RateRule] = {
@@ -164,6 +172,7 @@ class HATPlugin(SupervisedPlugin):
             )
         self.diagnostics = diagnostics
         self.last_report: ExperienceReport | None = None
+        self._pending_warnings: list[str] = []
         self.phase = ExperiencePhase.IDLE
         self._start_embeddings: torch.Tensor | None = None
         self._previous_cumulative: dict[str, torch.Tensor] = {}
@@ -220,6 +229,7 @@ class HATPlugin(SupervisedPlugin):
         if len(found) > 1:
             raise ValueError(two_plugins_message(found))
         unwrap_hat_model(strategy.model)
+        check_no_task_mixing(strategy)
         if self.phase is ExperiencePhase.TRAINING:
             task = self.task
             self.rollback_experience(strategy)
@@ -234,9 +244,19 @@ class HATPlugin(SupervisedPlugin):
 
     def after_training(self, strategy, **kwargs) -> None:
         """End of ``train()``: the last experience is counted by Avalanche's clock, so the
-        phase returns to ``IDLE`` (a checkpoint may be saved)."""
+        phase returns to ``IDLE`` (a checkpoint may be saved); then the diagnostic warnings
+        of the experiences just trained are issued (after every state change, so a warning
+        turned into an error leaves a consistent strategy)."""
         if self.phase is ExperiencePhase.FINISHING:
             self.phase = ExperiencePhase.IDLE
+        pending, self._pending_warnings = self._pending_warnings, []
+        for message in pending:
+            warnings.warn(message, HATDiagnosticWarning, stacklevel=2)
+
+    def before_eval(self, strategy, **kwargs) -> None:
+        """Refuse a wrapped model (``DataParallel``, ``torch.compile``) before it is called
+        without task labels."""
+        unwrap_hat_model(strategy.model)
 
     def before_train_dataset_adaptation(self, strategy, **kwargs) -> None:
         """Refuse a bad experience/optimizer before Avalanche adapts model and optimizer."""
@@ -316,13 +336,11 @@ class HATPlugin(SupervisedPlugin):
         self.last_report = self._diagnose(model)
 
     def _diagnose(self, model: HATBackbone) -> ExperienceReport:
-        """The end-of-experience :class:`ExperienceReport`; warns unless ``diagnostics=None``."""
-        thresholds = self.diagnostics
-        with warnings.catch_warnings():
-            if thresholds is None:
-                warnings.simplefilter("ignore")
-            report = diagnose(model, self.task, self._start_embeddings, self._previous_cumulative,
-                              thresholds or LearningDiagnostics(), hard_freeze=self.adjustment_mode == "hat")
+        """The end-of-experience :class:`ExperienceReport`. Its warnings (none with
+        ``diagnostics=None``) are issued at the end of ``train()`` (:meth:`after_training`)."""
+        report = diagnose(model, self.task, self._start_embeddings, self._previous_cumulative,
+                          self.diagnostics, hard_freeze=self.adjustment_mode == "hat")
+        self._pending_warnings.extend(report.warnings)
         self._start_embeddings, self._previous_cumulative = None, {}
         return report
 
@@ -370,6 +388,7 @@ class HATPlugin(SupervisedPlugin):
         state.setdefault("_rate_groups", [])
         state.setdefault("diagnostics", LearningDiagnostics())
         state.setdefault("last_report", None)
+        state.setdefault("_pending_warnings", [])
         state.setdefault("_start_embeddings", None)
         state.setdefault("_previous_cumulative", {})
         state.setdefault(
