@@ -103,8 +103,10 @@ def _template_kwargs(criterion, train_mb_size, train_epochs, eval_mb_size, devic
 class HAT(_HATFamilyStrategy):
     """Hard Attention to the Task (Serrà et al. 2018). See :class:`HATPlugin` for the
     algorithm's arguments; the rest are ``SupervisedTemplate``'s (``criterion``,
-    ``train_mb_size``, ``train_epochs``, ``eval_mb_size``, ``device``, ``evaluator``,
-    ``eval_every``, ``peval_mode``)."""
+    ``train_mb_size``, ``train_epochs``, ``eval_mb_size``, ``device``, ``plugins``,
+    ``evaluator``, ``eval_every``, and through ``**kwargs`` e.g. ``peval_mode``). The
+    signature is keyword-only as Avalanche's; Avalanche's legacy positional form
+    ``HAT(model, optimizer, criterion, ...)`` maps onto the same names, in ``Naive``'s order."""
 
     def __init__(
         self,

@@ -4,23 +4,29 @@ A plain Avalanche script: the benchmark, the evaluation plugin and the loggers a
 
     python examples/avalanche_mnist.py --benchmark pmnist --strategy hat --data-root ../shared/data
 
-Avalanche's ``PermutedMNIST`` permutes every image on every access (about 25 s per epoch on two
-CPU cores); ``--fast-data`` builds the identical permuted tensors once instead.
+Avalanche's ``PermutedMNIST`` permutes every image on every access; ``--fast-data`` builds the
+identical permuted tensors once instead (FG-AdaHAT, 2 tasks x 1 epoch on two CPU cores: 14.7 s
+instead of 22.8 s, the same results).
 """
 
 from __future__ import annotations
 
 import argparse
+import warnings
 
-import torch
-from avalanche.benchmarks.classic import PermutedMNIST, SplitMNIST
-from avalanche.evaluation.metrics import accuracy_metrics, forgetting_metrics
-from avalanche.logging import TextLogger
-from avalanche.training.determinism.rng_manager import RNGManager
-from avalanche.training.plugins import EvaluationPlugin
+# Avalanche's GEM needs a QP solver and warns at import when none is installed; this script
+# does not use GEM (the filter must be set before Avalanche is imported)
+warnings.filterwarnings("ignore", message="no QP solver", category=UserWarning)
 
-from avalanche_fgadahat import HAT, AdaHAT
-from avalanche_fgadahat.models import HATMLP
+import torch  # noqa: E402
+from avalanche.benchmarks.classic import PermutedMNIST, SplitMNIST  # noqa: E402
+from avalanche.evaluation.metrics import accuracy_metrics, forgetting_metrics  # noqa: E402
+from avalanche.logging import TextLogger  # noqa: E402
+from avalanche.training.determinism.rng_manager import RNGManager  # noqa: E402
+from avalanche.training.plugins import EvaluationPlugin  # noqa: E402
+
+from avalanche_fgadahat import HAT, AdaHAT  # noqa: E402
+from avalanche_fgadahat.models import HATMLP  # noqa: E402
 
 
 def build_benchmark(args):
@@ -71,7 +77,7 @@ def main() -> None:
                         "there when it is missing (default: Avalanche's own)")
     parser.add_argument("--fast-data", action="store_true",
                         help="Permuted MNIST only: compute the permuted images once (the same samples as "
-                        "Avalanche's PermutedMNIST, about 25 s per epoch faster on two CPU cores)")
+                        "Avalanche's PermutedMNIST, which permutes every image on every access)")
     args = parser.parse_args()
 
     RNGManager.set_random_seeds(args.seed)
@@ -86,9 +92,9 @@ def main() -> None:
         strategy.train(experience)
         results = strategy.eval(benchmark.test_stream)
         matrix.append([results[f"Top1_Acc_Exp/eval_phase/test_stream/Task{j:03d}/Exp{j:03d}"] for j in range(n)])
-    print("\naccuracy matrix (row i: after training task i; column j: task j)")
+    print("\naccuracy matrix (row i: after training task i; column j: task j; '.': not trained yet)")
     for i, row in enumerate(matrix):
-        print(f"{i + 1:>3} " + " ".join(f"{a:.3f}" for a in row))
+        print(f"{i + 1:>3} " + " ".join(f"{a:.3f}" if j <= i else f"{'.':>5}" for j, a in enumerate(row)))
     print(f"average accuracy after the last task: {sum(matrix[-1]) / n:.4f}")
 
 

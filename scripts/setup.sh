@@ -9,10 +9,15 @@ if ! .venv/bin/python -c "import avalanche_fgadahat, avalanche, captum, pytest, 
   started=$(date +%s)
   echo "setup: creating .venv and installing avalanche-fgadahat with torch, Avalanche and Captum"
   echo "setup: (first run only: a few minutes; progress below)"
+  if ! command -v nvidia-smi >/dev/null 2>&1; then
+    echo "setup: no NVIDIA GPU found: the default torch wheel brings ~5 GB of CUDA libraries; for the"
+    echo "setup: ~700 MB CPU-only build, install torch first as docs/install.md shows, then rerun this"
+  fi
   python3 -m venv .venv
   .venv/bin/python -m pip install --disable-pip-version-check --progress-bar off -e ".[test,docs]" 2>&1 \
-    | grep --line-buffered -E "^(Collecting|Installing collected|Successfully|ERROR)" \
-    | sed -u -e 's/^/setup: /' -e 's/^\(setup: Successfully installed\).*/\1 the packages/' || true
+    | grep --line-buffered -E "^(Collecting|Processing|Installing collected|Successfully|ERROR)" \
+    | sed -u -E -e 's#^Processing .*/([^/]+)$#Processing \1#' -e 's/^/setup: /' \
+        -e 's/^(setup: Successfully installed).*/\1 the packages/' || true
   if ! .venv/bin/python -c "import avalanche_fgadahat, avalanche, captum, pytest, sphinx" >/dev/null 2>&1; then
     echo "setup: installation failed; rerun without the filter to see pip's output:" >&2
     echo "  .venv/bin/python -m pip install -e '.[test,docs]'" >&2

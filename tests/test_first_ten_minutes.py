@@ -152,3 +152,49 @@ def test_import_prints_no_qp_solver_warning_and_leaves_the_filters_alone():
                             timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "no QP solver" not in result.stderr
+
+
+def test_sweeps_write_the_learning_diagnostics_to_the_run_log(tmp_path, capsys):
+    import json
+    import warnings
+
+    from avalanche_fgadahat.plugins.diagnostics import HATDiagnosticWarning
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        code = main(["--benchmark", "digits", "--strategies", "hat", "--epochs", "1", "--hidden-sizes", "64",
+                     "--batch-size", "64", "--out", str(tmp_path)])
+    assert code == 0
+    assert not [w for w in caught if w.category is HATDiagnosticWarning]  # not on the terminal ...
+    record = json.loads((tmp_path / "runs" / "hat__seed1.json").read_text())
+    assert record["diagnostic_warnings"]  # ... but in the record, the log and a progress line
+    assert "HATDiagnosticWarning: " + record["diagnostic_warnings"][0] in (tmp_path / record["log"]).read_text()
+    assert "learning-diagnostic warning(s)" in capsys.readouterr().out
+
+
+def test_diagnostic_warnings_point_at_the_users_train_call():
+    import warnings
+
+    from avalanche.training.plugins import EvaluationPlugin
+
+    from avalanche_fgadahat import HAT
+    from avalanche_fgadahat.data import split_digits
+    from avalanche_fgadahat.models import HATMLP
+    from avalanche_fgadahat.plugins.diagnostics import HATDiagnosticWarning
+
+    model = HATMLP(64, (256,))
+    strategy = HAT(model=model, optimizer=torch.optim.Adam(model.parameters(), lr=1e-3), train_mb_size=64,
+                   evaluator=EvaluationPlugin(loggers=[]))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        strategy.train(split_digits(5).train_stream[0])
+    ours = [w for w in caught if w.category is HATDiagnosticWarning]
+    assert ours and all(w.filename == __file__ for w in ours)
+
+
+def test_typable_short_importance_names():
+    from avalanche_fgadahat.experiments import resolve_strategy
+
+    assert resolve_strategy("fgadahat:gxa").settings["importance_type"] == "gradient_x_activation_abs"
+    assert resolve_strategy("fgadahat:G×A").settings["importance_type"] == "gradient_x_activation_abs"
+    assert resolve_strategy("fgadahat:layer-ig").settings["importance_type"] == "integrated_gradients_abs"

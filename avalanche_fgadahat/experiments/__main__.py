@@ -85,14 +85,13 @@ def _list_importances() -> None:
     from ..importance import IMPORTANCE_TYPES
 
     print("FG-AdaHAT importances (fgadahat:<name or short name>, any case; docs/importance.md):")
-    counts: dict[str, int] = {}
-    for itype in IMPORTANCE_TYPES.values():
-        counts[itype.short_name.lower()] = counts.get(itype.short_name.lower(), 0) + 1
-    for itype in IMPORTANCE_TYPES.values():
-        short = itype.short_name.lower()
-        usable = counts[short] == 1 and " " not in short
+    from .strategies import short_importance_name
+
+    shorts = {name: short_importance_name(itype) or "-" for name, itype in IMPORTANCE_TYPES.items()}
+    width = max(len(short) for short in shorts.values())
+    for name, itype in IMPORTANCE_TYPES.items():
         cost = "in the training step" if itype.extra_passes == "none" else "extra forward/backward passes"
-        print(f"  {short if usable else '-':<9} {itype.name:<52} ({cost})")
+        print(f"  {shorts[name]:<{width}}  {name:<52} ({cost})")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

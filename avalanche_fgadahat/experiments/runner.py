@@ -23,6 +23,7 @@ from typing import Any
 import torch
 
 from ..models.base import UntrainedTaskWarning
+from ..plugins.diagnostics import HATDiagnosticWarning
 from . import metrics_math as mm
 from .measures import (
     ACCURACY_MATRIX,
@@ -189,7 +190,9 @@ def run_one(
     log_path = out / "logs" / f"{strategy.file_stem}__seed{seed}.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
+    diagnostics: list[str] = []
     with open(log_path, "w") as log_file, warnings.catch_warnings():
+        _log_diagnostics(log_file, diagnostics)
         # The loop evaluates the whole test stream, future tasks included, by design: their
         # numbers (an untrained head's, not necessarily chance level) fill the matrix's upper
         # triangle and enter no summary measure.
@@ -214,6 +217,9 @@ def run_one(
                     f"{prefix}{strategy.label} seed {seed}: task {i + 1}/{n} done, "
                     f"ACC over tasks 1-{i + 1} = {100 * sum(row[: i + 1]) / (i + 1):.2f}%"
                 )
+    if diagnostics:
+        log(f"{prefix}{strategy.label} seed {seed}: {len(diagnostics)} learning-diagnostic warning(s) "
+            f"(docs/diagnostics.md) in {log_path}")
     record = {
         "format": RECORD_FORMAT,
         "status": "complete",
@@ -225,9 +231,26 @@ def run_one(
         "wall_time_s": time.perf_counter() - started,
         "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "log": str(log_path.relative_to(out)),
+        "diagnostic_warnings": diagnostics,
     }
     _write_atomic(run_path(out, strategy, seed), record)
     return record
+
+
+def _log_diagnostics(log_file, collected: list[str]) -> None:
+    """Inside a ``warnings.catch_warnings()`` block: write the HAT family's learning-diagnostic
+    warnings to the run's log (and ``collected``) instead of the terminal; others as usual."""
+    shown = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, HATDiagnosticWarning):
+            collected.append(str(message))
+            log_file.write(f"HATDiagnosticWarning: {message}\n")
+            return
+        shown(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = show
+    warnings.simplefilter("always", HATDiagnosticWarning)
 
 
 def _matrix(evaluator) -> list[list[float]]:

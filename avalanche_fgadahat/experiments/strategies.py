@@ -201,17 +201,30 @@ def _importance_types() -> Mapping[str, Any]:
     return IMPORTANCE_TYPES
 
 
+def _typable(label: str) -> str:
+    """A short name as typed on a command line: lower case, ``×`` as ``x``, spaces as ``-``."""
+    return label.lower().replace("×", "x").replace(" ", "-")
+
+
+def short_importance_name(itype) -> str | None:
+    """The short name ``fgadahat:<short>`` accepts for ``itype`` (``None`` if ambiguous)."""
+    types = _importance_types()
+    short = _typable(itype.short_name)
+    return short if sum(_typable(t.short_name) == short for t in types.values()) == 1 else None
+
+
 def _resolve_importance(query: str):
-    """An ``ImportanceType`` by name or (unambiguous) short name, case-insensitive."""
+    """An ``ImportanceType`` by name or (unambiguous) short name, case-insensitive; the
+    paper's labels may be typed in ASCII (``gxa`` for G×A, ``cbp-adaptation``)."""
     types = _importance_types()
     wanted = query.lower()
     matches = [t for t in types.values() if t.name.lower() == wanted]
     if not matches:
-        matches = [t for t in types.values() if t.short_name.lower() == wanted]
+        matches = [t for t in types.values() if _typable(t.short_name) == _typable(query)]
     if len(matches) == 1:
         return matches[0]
     accepted = sorted(
-        {t.short_name.lower() for t in types.values() if _unique_short(t, types)} | {t.name for t in types.values()}
+        {short_importance_name(t) for t in types.values() if short_importance_name(t)} | {t.name for t in types.values()}
     )
     if matches:
         raise ValueError(f"fgadahat importance {query!r} is ambiguous ({[m.name for m in matches]}); "

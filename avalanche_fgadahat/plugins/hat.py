@@ -88,6 +88,19 @@ def _groups_up_to_largest(sizes: list[int]) -> list[list[int]]:
     return groups
 
 
+def _caller_stacklevel() -> int:
+    """The ``stacklevel`` that points a warning at the first frame outside Avalanche and this
+    package (the user's ``strategy.train(...)`` line), counted from the caller of ``warn``."""
+    import sys
+    from pathlib import Path
+
+    ours = (str(Path(__file__).resolve().parents[1]), str(Path(sys.modules["avalanche"].__file__).resolve().parent))
+    frame, level = sys._getframe(2), 2
+    while frame is not None and str(Path(frame.f_code.co_filename).resolve()).startswith(ours):
+        frame, level = frame.f_back, level + 1
+    return level
+
+
 class ExperiencePhase(enum.Enum):
     """Where a HAT-family plugin is in the training of an experience.
 
@@ -251,7 +264,7 @@ class HATPlugin(SupervisedPlugin):
             self.phase = ExperiencePhase.IDLE
         pending, self._pending_warnings = self._pending_warnings, []
         for message in pending:
-            warnings.warn(message, HATDiagnosticWarning, stacklevel=2)
+            warnings.warn(message, HATDiagnosticWarning, stacklevel=_caller_stacklevel())
 
     def before_eval(self, strategy, **kwargs) -> None:
         """Refuse a wrapped model (``DataParallel``, ``torch.compile``) before it is called
