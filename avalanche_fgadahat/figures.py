@@ -77,8 +77,8 @@ def plot_masks(model: Any, *, width: float = 11.0, dpi: int = 100) -> Figure:
             left.set_xlabel("unit", fontsize=8)
             right.set_xlabel("unit", fontsize=8)
     figure.suptitle(
-        f"HAT masks after {len(tasks)} trained task(s). Left: black = unit in the mask (1), white = "
-        "not (0); one row per task, below the red line their union M. Right: how many tasks use each unit",
+        f"HAT masks after {len(tasks)} trained task(s)\nleft: black = unit in the mask (1), white = not (0); "
+        "one row per task, below the red line their union M; right: how many tasks use each unit",
         fontsize=9,
     )
     return figure

@@ -115,7 +115,7 @@ def test_mask_figure_says_what_black_and_white_mean():
         model.task_embeddings.copy_(torch.tensor([1.0, -1.0, 1.0, -1.0]))
     model.commit_task(0)
     title = plot_masks(model).get_suptitle()
-    assert "black = unit in the mask (1)" in title and "white" in title
+    assert "black = unit in the mask (1)" in title and "white = not (0)" in title
 
 
 # ---------------------------------------------------------------- terminal and --list
