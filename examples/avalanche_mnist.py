@@ -61,8 +61,8 @@ def main() -> None:
     parser.add_argument("--strategy", choices=["hat", "adahat", "fgadahat"], default="hat",
                         help="the HAT-family method (default: %(default)s)")
     parser.add_argument("--importance-type", default="input_weight_abs_sum_x_activation_abs",
-                        help="FG-AdaHAT's neuron importance: one of the 23 names in docs/importance.md, e.g. "
-                        "input_weight_gradient_abs_sum (IG) (default: %(default)s, the paper's ICU)")
+                        help="FG-AdaHAT's neuron importance: one of the 23 names in docs/importance.md or its "
+                        "short name, e.g. icu, ig, gxa (default: %(default)s, the paper's ICU)")
     parser.add_argument("--n-experiences", type=int, default=10,
                         help="number of Permuted MNIST tasks (Split MNIST always has 5; default: %(default)s)")
     parser.add_argument("--epochs", type=int, default=2, help="epochs per task (default: %(default)s)")

@@ -113,7 +113,7 @@ def test_constructor_names_and_head_config_defaults():
 @pytest.mark.parametrize(
     "kwargs, match",
     [
-        ({"importance_type": "icu"}, r"importance_type='icu'.*'input_weight_abs_sum'.*'cbp_adaptive_contribution'"),
+        ({"importance_type": "icux"}, r"importance_type='icux'.*'input_weight_abs_sum'.*'cbp_adaptive_contribution'"),
         ({"importance_summing_strategy": "add_some"}, r"importance_summing_strategy.*'add_latest'.*'factorial_decrease'"),
         ({"importance_scheduler_type": "linear"}, r"importance_scheduler_type.*'linear_sparsity_reg'.*'summative_mask_sparsity_reg'"),
         ({"neuron_to_weight_importance_aggregation_mode": "median"}, r"aggregation_mode.*'min'.*'max'.*'mean'"),
@@ -488,3 +488,15 @@ def test_avalanche_checkpoint_resume_is_bit_identical(digits, tmp_path):
         assert torch.equal(state.summed_importance, other.summed_importance)
         assert torch.equal(state.task_importances, other.task_importances)
         assert float(state.summed_importance.max()) > 1e-3
+
+
+def test_api_accepts_the_short_importance_names_the_cli_accepts():
+    model = HATMLP(6, (4,))
+    for short, name in (("icu", "input_weight_abs_sum_x_activation_abs"), ("IG", "input_weight_gradient_abs_sum"),
+                        ("gxa", "gradient_x_activation_abs"), ("G×A", "gradient_x_activation_abs"),
+                        ("layer-ig", "integrated_gradients_abs")):
+        assert FGAdaHATPlugin(importance_type=short).importance_type == name
+        strategy = FGAdaHAT(model=model, optimizer=torch.optim.SGD(model.parameters(), lr=0.1), importance_type=short)
+        assert strategy.hat_plugin.importance_type == name and strategy.hat_plugin.importance.name == name
+    with pytest.raises(ValueError, match=r"'icx' is not supported.*short names \(any case\): .*icu"):
+        FGAdaHATPlugin(importance_type="icx")

@@ -201,16 +201,11 @@ def _importance_types() -> Mapping[str, Any]:
     return IMPORTANCE_TYPES
 
 
-def _typable(label: str) -> str:
-    """A short name as typed on a command line: lower case, ``×`` as ``x``, spaces as ``-``."""
-    return label.lower().replace("×", "x").replace(" ", "-")
-
-
 def short_importance_name(itype) -> str | None:
     """The short name ``fgadahat:<short>`` accepts for ``itype`` (``None`` if ambiguous)."""
-    types = _importance_types()
-    short = _typable(itype.short_name)
-    return short if sum(_typable(t.short_name) == short for t in types.values()) == 1 else None
+    from ..importance.registry import short_name_of
+
+    return short_name_of(itype)
 
 
 def _resolve_importance(query: str):
@@ -220,7 +215,9 @@ def _resolve_importance(query: str):
     wanted = query.lower()
     matches = [t for t in types.values() if t.name.lower() == wanted]
     if not matches:
-        matches = [t for t in types.values() if _typable(t.short_name) == _typable(query)]
+        from ..importance.registry import typable_short_name
+
+        matches = [t for t in types.values() if typable_short_name(t.short_name) == typable_short_name(query)]
     if len(matches) == 1:
         return matches[0]
     accepted = sorted(

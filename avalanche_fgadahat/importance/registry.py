@@ -111,3 +111,29 @@ def register_importance(
         return function
 
     return decorate
+
+
+def typable_short_name(label: str) -> str:
+    """A paper label as typed on a command line: lower case, ``×`` as ``x``, spaces as ``-``
+    (``G×A`` → ``gxa``, ``Layer IG`` → ``layer-ig``)."""
+    return label.lower().replace("×", "x").replace(" ", "-")
+
+
+def short_name_of(itype: ImportanceType) -> str | None:
+    """The typable short name that names ``itype`` alone, or ``None`` when several registered
+    types share it (then only the full name selects it)."""
+    short = typable_short_name(itype.short_name)
+    shared = sum(typable_short_name(t.short_name) == short for t in IMPORTANCE_TYPES.values())
+    return short if shared == 1 else None
+
+
+def find_importance_type(query: object) -> ImportanceType | None:
+    """The registered type named ``query``: its full name (exact), or its typable short name
+    (any case, e.g. ``icu``, ``IG``, ``gxa``) when that names one type alone; else ``None``."""
+    if not isinstance(query, str):
+        return None
+    if query in IMPORTANCE_TYPES:
+        return IMPORTANCE_TYPES[query]
+    wanted = typable_short_name(query)
+    matches = [t for t in IMPORTANCE_TYPES.values() if short_name_of(t) == wanted]
+    return matches[0] if len(matches) == 1 else None

@@ -33,7 +33,7 @@ import torch
 from .._validation import check_choice, check_flag, check_number
 from ..importance import IMPORTANCE_SCHEDULERS, IMPORTANCE_TYPES, REFERENCE_IMPORTANCE_TYPES, SUMMING_STRATEGIES
 from ..importance.normalize import min_max_normalize_all
-from ..importance.registry import ImportanceType, StepContext
+from ..importance.registry import ImportanceType, StepContext, find_importance_type, short_name_of
 from ..importance.summing import STRATEGY_PARAMETERS
 from ..masking.broadcast import AGGREGATIONS, broadcast
 from ..models.base import HATBackbone
@@ -54,9 +54,11 @@ def _fgadahat_rate(plugin: "FGAdaHATPlugin", measure: torch.Tensor, key: str) ->
 
 
 def resolve_importance_type(name: object) -> ImportanceType:
-    """The registered importance type ``name``; ``ValueError`` listing the accepted ones."""
-    if isinstance(name, str) and name in IMPORTANCE_TYPES:
-        return IMPORTANCE_TYPES[name]
+    """The registered importance type ``name`` (full name, or a short name such as ``icu``,
+    ``ig``, ``gxa`` that names one type alone); ``ValueError`` listing the accepted ones."""
+    found = find_importance_type(name)
+    if found is not None:
+        return found
     accepted = [n for n in REFERENCE_IMPORTANCE_TYPES if n in IMPORTANCE_TYPES]
     accepted += [n for n in IMPORTANCE_TYPES if n not in REFERENCE_IMPORTANCE_TYPES]
     if isinstance(name, str) and name in REFERENCE_IMPORTANCE_TYPES:
@@ -65,9 +67,12 @@ def resolve_importance_type(name: object) -> ImportanceType:
             "this installation (its module, importance/attribution.py, is missing); available: "
             + ", ".join(repr(n) for n in accepted)
         )
+    shorts = [short for short in (short_name_of(IMPORTANCE_TYPES[n]) for n in accepted) if short]
     raise ValueError(
         f"importance_type={name!r} is not supported; accepted values are: "
         + ", ".join(repr(n) for n in accepted)
+        + "; or their short names (any case): "
+        + ", ".join(shorts)
     )
 
 
@@ -79,7 +84,8 @@ class FGAdaHATPlugin(AdaHATPlugin):
 
     :param adjustment_intensity: α (> 0).
     :param importance_type: a name of :data:`~avalanche_fgadahat.importance.IMPORTANCE_TYPES`
-        (``docs/importance.md``).
+        (``docs/importance.md``) or its short name, any case (``icu``, ``ig``, ``gxa``, as the
+        experiments CLI accepts); stored as the full name.
     :param importance_summing_strategy: a name of ``SUMMING_STRATEGIES``.
     :param importance_scheduler_type: ``linear_sparsity_reg``, ``sparsity_reg`` or
         ``summative_mask_sparsity_reg``.
@@ -130,8 +136,7 @@ class FGAdaHATPlugin(AdaHATPlugin):
         check_finite_loss: bool = True,
         diagnostics: LearningDiagnostics | None = LearningDiagnostics(),
     ) -> None:
-        resolve_importance_type(importance_type)
-        self.importance_type = importance_type
+        self.importance_type = resolve_importance_type(importance_type).name  # the full name, also for "icu"
         self.importance_summing_strategy = check_choice(
             "importance_summing_strategy", importance_summing_strategy, SUMMING_STRATEGIES
         )
