@@ -25,7 +25,6 @@ plugin only caches per-experience tensors derived from it.
 
 from __future__ import annotations
 
-import enum
 import warnings
 from collections.abc import Mapping
 from typing import Any
@@ -39,6 +38,7 @@ from ..masking.gate import annealed_scale, compensate_embedding_gradient_
 from ..masking.regularizer import MASK_SPARSITY_REG_MODES, MaskSparsityRegularizer
 from ..models.base import TASK_EMBEDDING_INITIALIZERS, HATBackbone
 from ..rollback import ModelSnapshot
+from .lifecycle import ExperiencePhase, user_stacklevel
 from .checks import (
     check_no_task_mixing,
     check_optimizer,
@@ -86,34 +86,6 @@ def _groups_up_to_largest(sizes: list[int]) -> list[list[int]]:
         groups[-1].append(index)
         total += size
     return groups
-
-
-def _caller_stacklevel() -> int:
-    """The ``stacklevel`` that points a warning at the first frame outside Avalanche and this
-    package (the user's ``strategy.train(...)`` line), counted from the caller of ``warn``."""
-    import sys
-    from pathlib import Path
-
-    ours = (str(Path(__file__).resolve().parents[1]), str(Path(sys.modules["avalanche"].__file__).resolve().parent))
-    frame, level = sys._getframe(2), 2
-    while frame is not None and str(Path(frame.f_code.co_filename).resolve()).startswith(ours):
-        frame, level = frame.f_back, level + 1
-    return level
-
-
-class ExperiencePhase(enum.Enum):
-    """Where a HAT-family plugin is in the training of an experience.
-
-    ``IDLE`` → (``before_training_exp``) ``TRAINING`` → (``after_training_exp``: mask stored)
-    ``FINISHING`` → (``after_training`` or the next ``before_training_exp``) ``IDLE``;
-    an error while ``TRAINING`` rolls the experience back to ``IDLE``. A checkpoint is
-    consistent only in ``IDLE``: in ``FINISHING`` the task is stored but Avalanche's clock
-    (the last plugin) has not yet counted the experience.
-    """
-
-    IDLE = "idle"
-    TRAINING = "training"
-    FINISHING = "finishing"
 
 
 class HATPlugin(SupervisedPlugin):
@@ -264,7 +236,7 @@ class HATPlugin(SupervisedPlugin):
             self.phase = ExperiencePhase.IDLE
         pending, self._pending_warnings = self._pending_warnings, []
         for message in pending:
-            warnings.warn(message, HATDiagnosticWarning, stacklevel=_caller_stacklevel())
+            warnings.warn(message, HATDiagnosticWarning, stacklevel=user_stacklevel())
 
     def before_eval(self, strategy, **kwargs) -> None:
         """Refuse a wrapped model (``DataParallel``, ``torch.compile``) before it is called
