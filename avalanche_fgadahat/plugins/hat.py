@@ -311,7 +311,8 @@ class HATPlugin(SupervisedPlugin):
     def after_training_exp(self, strategy, **kwargs) -> None:
         """End of an experience: store ``1[e > 0]`` as the task's mask and update ``M`` and
         ``S`` (HAT Sec. 2.1), run the subclass's end-of-task work, then compute the
-        :class:`~.diagnostics.ExperienceReport` (``last_report``; warns past the thresholds)."""
+        :class:`~.diagnostics.ExperienceReport` (``last_report``; its warnings are issued at the
+        end of ``train()``)."""
         model = unwrap_hat_model(strategy.model)
         model.commit_task(self.task)
         self._finish_experience(strategy, model)
