@@ -56,10 +56,19 @@ class _HATFamilyStrategy(SupervisedTemplate):
                 f"already trains with its own {type(plugin).__name__}. "
                 + two_plugins_message([plugin, *extra], where=f"{type(self).__name__}(..., plugins=...)")
             )
+        plugin.warn_in_after_training = False  # train() warns once everything has finished
         SupervisedTemplate.__init__(
             self, model=model, optimizer=optimizer, plugins=[plugin, *(plugins or [])], **template_kwargs
         )
         check_no_task_mixing(self)
+
+    def train(self, experiences, eval_streams=None, **kwargs):
+        """Avalanche's ``train``; then the learning-diagnostic warnings of the experiences just
+        trained (after every plugin's ``after_training`` and Avalanche's clean-up, so a warning
+        turned into an error interrupts nothing)."""
+        result = super().train(experiences, eval_streams, **kwargs)
+        self.hat_plugin.flush_warnings()
+        return result
 
     def _before_training_exp(self, **kwargs):
         """Avalanche's start of experience; on an error in any plugin's ``before_training_exp``

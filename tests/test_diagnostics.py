@@ -130,6 +130,8 @@ def test_warnings_come_at_the_end_of_train_so_an_error_leaves_a_consistent_strat
             strategy.train(digits.train_stream[0])
     assert model.trained_tasks() == [0] and strategy.clock.train_exp_counter == 1
     assert strategy.hat_plugin.last_report.task == 0
+    # train() had finished: every plugin's after_training and Avalanche's clean-up ran
+    assert strategy.experience is None and strategy._eval_streams is None
     from avalanche_fgadahat.plugins.hat import ExperiencePhase
 
     assert strategy.hat_plugin.phase is ExperiencePhase.IDLE
@@ -185,3 +187,18 @@ def test_diagnostics_of_the_wrong_type_are_refused():
     with pytest.raises(ValueError, match="diagnostics must be a LearningDiagnostics or None"):
         HAT(model=HATMLP(3, (4,)), optimizer=torch.optim.SGD(HATMLP(3, (4,)).parameters(), lr=0.1),
             diagnostics={"min_mask_change": 0.1})
+
+
+def test_warnings_of_a_failed_train_call_are_not_issued_by_the_next_one(digits):
+    set_seed(1)
+    model = HATMLP(64, (256,))
+    strategy = HAT(model=model, optimizer=torch.optim.Adam(model.parameters(), lr=1e-3), train_mb_size=64,
+                   evaluator=EvaluationPlugin(loggers=[]))
+    with pytest.raises(ValueError, match="already trained"):
+        strategy.train([digits.train_stream[0], digits.train_stream[0]])  # task 0 warns, then the error
+    assert strategy.hat_plugin.last_report.warnings  # kept in the task's report
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        strategy.train(digits.train_stream[1])
+    tasks = [str(w.message).split(":")[0] for w in caught if w.category is HATDiagnosticWarning]
+    assert tasks and all(t == "task 1" for t in tasks)

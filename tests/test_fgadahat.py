@@ -498,5 +498,9 @@ def test_api_accepts_the_short_importance_names_the_cli_accepts():
         assert FGAdaHATPlugin(importance_type=short).importance_type == name
         strategy = FGAdaHAT(model=model, optimizer=torch.optim.SGD(model.parameters(), lr=0.1), importance_type=short)
         assert strategy.hat_plugin.importance_type == name and strategy.hat_plugin.importance.name == name
+    assert FGAdaHATPlugin(importance_type=" INPUT_WEIGHT_ABS_SUM ").importance_type == "input_weight_abs_sum"
     with pytest.raises(ValueError, match=r"'icx' is not supported.*short names \(any case\): .*icu"):
         FGAdaHATPlugin(importance_type="icx")
+    shared = IMPORTANCE_TYPES["input_weight_abs_sum"].short_name
+    with pytest.raises(ValueError, match=r"short name of several types \(.*input_weight_abs_sum.*\); use the full name"):
+        FGAdaHATPlugin(importance_type=shared)

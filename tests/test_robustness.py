@@ -333,8 +333,8 @@ def test_cli_refuses_a_bad_strategy_setting_before_the_first_run(tmp_path, capsy
 
 # ---------------------------------------------------------------- 8. strategies and plugins that mix tasks
 def _mixers():
-    from avalanche.training import DER, ER_ACE, GDumb
-    from avalanche.training.plugins import AGEMPlugin, GDumbPlugin, GEMPlugin, MIRPlugin
+    from avalanche.training import DER, ER_ACE, MER, GDumb, GSS_greedy
+    from avalanche.training.plugins import AGEMPlugin, FromScratchTrainingPlugin, GDumbPlugin, GEMPlugin, MIRPlugin
 
     return {
         "Cumulative": (lambda **kw: Cumulative(plugins=[HATPlugin()], **kw), "Cumulative"),
@@ -348,11 +348,16 @@ def _mixers():
         "Naive+GEMPlugin": (lambda **kw: Naive(plugins=[HATPlugin(), GEMPlugin(10, 0.5)], **kw), "GEMPlugin"),
         "Naive+MIRPlugin": (lambda **kw: Naive(plugins=[HATPlugin(), MIRPlugin(batch_size_mem=10, mem_size=50, subsample=10)], **kw),
                             "MIRPlugin"),
+        "Naive+FromScratchTrainingPlugin": (
+            lambda **kw: Naive(plugins=[HATPlugin(), FromScratchTrainingPlugin()], **kw), "FromScratchTrainingPlugin"),
+        "MER": (lambda **kw: MER(plugins=[HATPlugin()], **kw), "MER"),
+        "GSS_greedy": (lambda **kw: GSS_greedy(input_size=[64], mem_size=50, plugins=[HATPlugin()], **kw), "GSS_greedy"),
     }
 
 
 @pytest.mark.parametrize("name", ["Cumulative", "JointTraining", "DER", "ER_ACE", "GDumb", "Naive+ReplayPlugin",
-                                  "Naive+GDumbPlugin", "Naive+AGEMPlugin", "Naive+GEMPlugin", "Naive+MIRPlugin"])
+                                  "Naive+GDumbPlugin", "Naive+AGEMPlugin", "Naive+GEMPlugin", "Naive+MIRPlugin",
+                                  "Naive+FromScratchTrainingPlugin", "MER", "GSS_greedy"])
 def test_task_mixing_strategies_and_plugins_are_refused_before_anything_trains(digits5, name):
     build, named = _mixers()[name]
     model = HATMLP(64, (16,))
@@ -551,7 +556,11 @@ def test_zero_dimensional_task_label_is_one_task():
 
 @pytest.mark.parametrize("override, message", [
     ("ewc.ewc_lambda=abc", "ewc.ewc_lambda must be a number, got 'abc'"),
-    ("ewc.mode=bogus", "ewc.mode='bogus' is not supported; accepted values are: 'separate', 'online'"),
+    ("ewc.mode=bogus", "ewc.mode='bogus' is not supported; accepted values are: 'separate'"),
+    ("ewc.mode=online", "ewc.mode='online' is not supported"),
+    ("packnet.prune_proportion=[0.5]", "holds 1 values; give one per experience"),
+    ("fgadahat.importance_type=input_weight_abs_sum", "would change which algorithm"),
+    ("hat.adjustment_mode=hat_const_1", "would change which algorithm"),
     ("lwf.temperature=-1", "lwf.temperature must be > 0.0, got -1"),
     ("si.si_lambda=-5", "si.si_lambda must be >= 0.0, got -5"),
     ("mas.alpha=7", "mas.alpha must be <= 1.0, got 7"),
@@ -561,9 +570,10 @@ def test_cli_refuses_a_bad_baseline_setting_before_the_first_run(tmp_path, capsy
     from avalanche_fgadahat.experiments.__main__ import main
 
     strategy = override.split(".")[0]
+    strategies = {"hat": ["hat"], "fgadahat": ["hat", "fgadahat:icu"]}.get(strategy, ["hat", strategy])
     out = tmp_path / "sweep"
-    args = ["--benchmark", "digits", "--strategies", "hat", strategy, "--set", override, "--epochs", "2",
-            "--hidden-sizes", "8", "--out", str(out), "--quiet"]
+    args = ["--benchmark", "digits", "--strategies", *strategies, "--set", override, "--epochs", "2",
+            "--n-experiences", "2", "--hidden-sizes", "8", "--out", str(out), "--quiet"]
     try:
         code = main(args)
     except SystemExit as exit_:  # argparse's parser.error
@@ -571,3 +581,29 @@ def test_cli_refuses_a_bad_baseline_setting_before_the_first_run(tmp_path, capsy
     assert code == 2
     assert __import__("re").search(message, capsys.readouterr().err)
     assert not out.exists()
+
+
+def test_harmless_plugins_are_not_refused(digits5):
+    """Regularisation and scheduling plugins combine with HAT (no false refusal)."""
+    from avalanche.training.plugins import EWCPlugin, LwFPlugin, MASPlugin, SynapticIntelligencePlugin
+
+    for extra in (EWCPlugin(ewc_lambda=1.0), LwFPlugin(), SynapticIntelligencePlugin(si_lambda=1.0), MASPlugin()):
+        model = HATMLP(64, (16,))
+        strategy = HAT(model=model, optimizer=torch.optim.SGD(model.parameters(), lr=0.1), train_mb_size=64,
+                       plugins=[extra], evaluator=_quiet())
+        for experience in digits5.train_stream[:2]:
+            strategy.train(experience)
+        assert model.trained_tasks() == [0, 1], type(extra).__name__
+
+
+def test_a_plugin_that_puts_the_model_in_eval_mode_during_training_gets_a_clear_error(digits5):
+    class EvalDuringTraining(SupervisedPlugin):
+        def before_forward(self, strategy, **kwargs):
+            strategy.model.eval()
+
+    model = HATMLP(64, (16,))
+    strategy = HAT(model=model, optimizer=torch.optim.SGD(model.parameters(), lr=0.1), train_mb_size=64,
+                   plugins=[EvalDuringTraining()], evaluator=_quiet())
+    with pytest.raises(RuntimeError, match="did not use task 0's soft mask.*model.eval\\(\\) during training"):
+        strategy.train(digits5.train_stream[0])
+    assert model.current_train_task is None and model.trained_tasks() == []

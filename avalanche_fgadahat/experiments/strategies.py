@@ -141,6 +141,11 @@ def _packnet_schedule(settings: Mapping[str, Any], s: ExperimentSettings) -> tup
     shares = proportion if isinstance(proportion, list) else [proportion]
     if not all(0.0 <= p <= 1.0 for p in shares):
         raise ValueError(f"packnet.prune_proportion={settings['prune_proportion']!r}: every value must be in [0, 1]")
+    if isinstance(proportion, list) and len(proportion) != s.n_experiences:
+        raise ValueError(
+            f"packnet.prune_proportion={settings['prune_proportion']!r} holds {len(proportion)} values; "
+            f"give one per experience ({s.n_experiences}), a single float, or 'equal_share'"
+        )
     return post, proportion
 
 
@@ -229,17 +234,13 @@ def _resolve_importance(query: str):
     raise ValueError(f"fgadahat importance {query!r} is not registered; accepted: {', '.join(accepted)}")
 
 
-def _unique_short(itype, types) -> bool:
-    return sum(t.short_name.lower() == itype.short_name.lower() for t in types.values()) == 1
-
-
 def resolve_strategy(name: str, overrides: Mapping[str, Any] | None = None) -> ResolvedStrategy:
     """Resolve a strategy name (see module doc); ``overrides`` replace settings by key."""
     if not isinstance(name, str):
         raise ValueError(f"strategy name must be a string, got {name!r}")
     if name.lower().startswith(FGADAHAT_PREFIX + ":"):
         itype = _resolve_importance(name.split(":", 1)[1])
-        suffix = itype.short_name.lower() if _unique_short(itype, _importance_types()) else itype.name
+        suffix = short_importance_name(itype) or itype.name
         settings = {**STRATEGY_SETTINGS[FGADAHAT_PREFIX], "importance_type": itype.name,
                     **FGADAHAT_TYPE_OVERRIDES.get(itype.short_name, {})}
         label, base, spec = f"{FGADAHAT_PREFIX}:{suffix}", FGADAHAT_PREFIX, _FGADAHAT_SPEC
@@ -256,9 +257,22 @@ def resolve_strategy(name: str, overrides: Mapping[str, Any] | None = None) -> R
             raise ValueError(
                 f"setting {key!r} does not exist for strategy {label!r}; accepted: {sorted(settings)}"
             )
+        if key in IDENTITY_SETTINGS:
+            raise ValueError(
+                f"--set {base}.{key} would change which algorithm {label!r} runs while its name (in "
+                f"files and tables) stays; {IDENTITY_SETTINGS[key]}"
+            )
         _check_baseline_setting(base, key, value)
         settings[key] = value
     return ResolvedStrategy(label, base, spec, MappingProxyType(settings))
+
+
+#: settings that define a strategy's identity: choose them through the strategy name instead
+IDENTITY_SETTINGS: Mapping[str, str] = MappingProxyType({
+    "importance_type": "name the importance in the strategy instead, e.g. --strategies fgadahat:ig",
+    "adjustment_mode": "choose the strategy with that rule instead, e.g. --strategies hat_const_1 "
+    "(--list shows them)",
+})
 
 
 #: (strategy, setting) → (minimum, strict, maximum) of the baselines' numeric settings (the
@@ -273,7 +287,8 @@ BASELINE_RANGES: Mapping[tuple[str, str], tuple[float, bool, float | None]] = Ma
     ("mas", "alpha"): (0.0, False, 1.0),
 })
 BASELINE_CHOICES: Mapping[tuple[str, str], tuple[str, ...]] = MappingProxyType({
-    ("ewc", "mode"): ("separate", "online"),
+    # 'online' needs a decay_factor, which the CLI's EWC settings do not hold
+    ("ewc", "mode"): ("separate",),
 })
 
 

@@ -128,12 +128,24 @@ def short_name_of(itype: ImportanceType) -> str | None:
 
 
 def find_importance_type(query: object) -> ImportanceType | None:
-    """The registered type named ``query``: its full name (exact), or its typable short name
-    (any case, e.g. ``icu``, ``IG``, ``gxa``) when that names one type alone; else ``None``."""
+    """The registered type named ``query`` (surrounding spaces ignored): its full name (any
+    case), or its typable short name (any case, e.g. ``icu``, ``IG``, ``gxa``) when that names
+    one type alone; else ``None``."""
     if not isinstance(query, str):
         return None
+    query = query.strip()
     if query in IMPORTANCE_TYPES:
         return IMPORTANCE_TYPES[query]
+    by_name = [t for t in IMPORTANCE_TYPES.values() if t.name.lower() == query.lower()]
+    if len(by_name) == 1:
+        return by_name[0]
     wanted = typable_short_name(query)
     matches = [t for t in IMPORTANCE_TYPES.values() if short_name_of(t) == wanted]
     return matches[0] if len(matches) == 1 else None
+
+
+def types_sharing_short_name(query: str) -> list[str]:
+    """Full names of the registered types whose short name is ``query`` when several share it."""
+    wanted = typable_short_name(query.strip())
+    shared = [t.name for t in IMPORTANCE_TYPES.values() if typable_short_name(t.short_name) == wanted]
+    return shared if len(shared) > 1 else []

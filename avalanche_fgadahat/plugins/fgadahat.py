@@ -33,7 +33,13 @@ import torch
 from .._validation import check_choice, check_flag, check_number
 from ..importance import IMPORTANCE_SCHEDULERS, IMPORTANCE_TYPES, REFERENCE_IMPORTANCE_TYPES, SUMMING_STRATEGIES
 from ..importance.normalize import min_max_normalize_all
-from ..importance.registry import ImportanceType, StepContext, find_importance_type, short_name_of
+from ..importance.registry import (
+    ImportanceType,
+    StepContext,
+    find_importance_type,
+    short_name_of,
+    types_sharing_short_name,
+)
 from ..importance.summing import STRATEGY_PARAMETERS
 from ..masking.broadcast import AGGREGATIONS, broadcast
 from ..models.base import HATBackbone
@@ -61,6 +67,12 @@ def resolve_importance_type(name: object) -> ImportanceType:
         return found
     accepted = [n for n in REFERENCE_IMPORTANCE_TYPES if n in IMPORTANCE_TYPES]
     accepted += [n for n in IMPORTANCE_TYPES if n not in REFERENCE_IMPORTANCE_TYPES]
+    shared = types_sharing_short_name(name) if isinstance(name, str) else []
+    if shared:
+        raise ValueError(
+            f"importance_type={name!r} is the short name of several types ({', '.join(shared)}); "
+            "use the full name"
+        )
     if isinstance(name, str) and name in REFERENCE_IMPORTANCE_TYPES:
         raise ValueError(
             f"importance_type={name!r} is one of the reference's 23 types but is not available in "

@@ -158,6 +158,9 @@ class HATPlugin(SupervisedPlugin):
         self.diagnostics = diagnostics
         self.last_report: ExperienceReport | None = None
         self._pending_warnings: list[str] = []
+        #: plain templates: warn in ``after_training``; the HAT-family strategies set it False
+        #: and warn once ``train()`` has returned (after every plugin and Avalanche's clean-up)
+        self.warn_in_after_training = True
         self.phase = ExperiencePhase.IDLE
         self._start_embeddings: torch.Tensor | None = None
         self._previous_cumulative: dict[str, torch.Tensor] = {}
@@ -215,6 +218,7 @@ class HATPlugin(SupervisedPlugin):
             raise ValueError(two_plugins_message(found))
         unwrap_hat_model(strategy.model)
         check_no_task_mixing(strategy)
+        self._pending_warnings = []  # of a train() call that stopped with an error (kept in the reports)
         if self.phase is ExperiencePhase.TRAINING:
             task = self.task
             self.rollback_experience(strategy)
@@ -235,6 +239,14 @@ class HATPlugin(SupervisedPlugin):
         if self.phase is ExperiencePhase.FINISHING:
             self.phase = ExperiencePhase.IDLE
         pending, self._pending_warnings = self._pending_warnings, []
+        if self.warn_in_after_training:
+            self.flush_warnings(pending)
+        else:
+            self._pending_warnings = pending
+
+    def flush_warnings(self, pending: list[str] | None = None) -> None:
+        """Issue the learning-diagnostic warnings not issued yet (``HATDiagnosticWarning``)."""
+        pending, self._pending_warnings = (self._pending_warnings if pending is None else pending), []
         for message in pending:
             warnings.warn(message, HATDiagnosticWarning, stacklevel=user_stacklevel())
 
@@ -375,6 +387,7 @@ class HATPlugin(SupervisedPlugin):
         state.setdefault("diagnostics", LearningDiagnostics())
         state.setdefault("last_report", None)
         state.setdefault("_pending_warnings", [])
+        state.setdefault("warn_in_after_training", True)
         state.setdefault("_start_embeddings", None)
         state.setdefault("_previous_cumulative", {})
         state.setdefault(
@@ -435,6 +448,13 @@ class HATPlugin(SupervisedPlugin):
                 "train the experience again"
             )
         self._step_capacity = None
+        if model.last_mask_flat is None:
+            raise RuntimeError(
+                f"the forward pass of this training step did not use task {self.task}'s soft mask: "
+                "the model was not in training mode (a plugin called model.eval() during training, "
+                "e.g. RWalkPlugin) or was called without the task's label. HAT needs the step's "
+                "forward in training mode to learn its mask; remove that plugin"
+            )
         self._sparsity_pending = model.last_mask_flat.detach()
         strategy.loss = strategy.loss + self._regularizer(model.last_mask_flat)
 
