@@ -44,9 +44,21 @@ def apply_threads(threads: int | None) -> None:
         torch.set_num_threads(threads)
 
 
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo`` on Linux; ``platform.processor()`` elsewhere)."""
+    try:
+        with open("/proc/cpuinfo") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def header(device: torch.device, measured: str, per: str) -> list[str]:
     """The table's first lines: device, versions, threads, what the times are, the command."""
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_model()
     return [
         f"Device: {device.type} ({name}), torch {torch.__version__}, {torch.get_num_threads()} threads; "
         f"times are {measured} per {per}.",
