@@ -85,9 +85,9 @@ def _list_importances() -> None:
     from ..importance import IMPORTANCE_TYPES
 
     print("FG-AdaHAT importances (fgadahat:<name or short name>, any case; docs/importance.md):")
-    from .strategies import short_importance_name
+    from ..importance.registry import short_name_of
 
-    shorts = {name: short_importance_name(itype) or "-" for name, itype in IMPORTANCE_TYPES.items()}
+    shorts = {name: short_name_of(itype) or "-" for name, itype in IMPORTANCE_TYPES.items()}
     width = max(len(short) for short in shorts.values())
     for name, itype in IMPORTANCE_TYPES.items():
         cost = "in the training step" if itype.extra_passes == "none" else "extra forward/backward passes"

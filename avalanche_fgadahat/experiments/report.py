@@ -180,21 +180,8 @@ def write_plots(records: Sequence[dict[str, Any]], out: Path) -> list[Path]:
             acc = 100 * mean_std([r["metrics"]["acc"] for r in group])[0]
             ax.axhline(acc, linestyle=(0, (6, 3)), color="grey", label=f"{strategy} (trained once on all tasks)")
             continue
-        means, stds = _mean_curve(curves)
-        tasks = [t + style["dodge"] for t in range(1, len(means) + 1)]
-        ax.plot(tasks, [100 * m for m in means], label=f"{strategy} ({len(group)} seed(s))", **style["line"])
-        if len(group) > 1:
-            ax.fill_between(tasks, [100 * (m - s) for m, s in zip(means, stds)],
-                            [100 * (m + s) for m, s in zip(means, stds)], alpha=0.12, color=style["line"]["color"])
-    if seeds > 1:
-        from matplotlib.patches import Patch
-
-        handles, labels = ax.get_legend_handles_labels()
-        handles.append(Patch(facecolor="grey", alpha=0.25))
-        labels.append("shaded: ±1 std over seeds")
-        ax.legend(handles, labels, fontsize=8, loc="lower left")
-    else:
-        ax.legend(fontsize=8, loc="lower left")
+        _plot_series(ax, curves, strategy, style, scale=100.0)
+    _legend(ax, seeds > 1, loc="lower left")
     ax.set(xlabel="tasks learned", ylabel="ACC: mean accuracy over the tasks learned (%)",
            title="Average accuracy after each task", ylim=(0, 101))
     fig.text(0.01, 0.01, "markers are shifted sideways by up to 0.15 task so that equal curves stay visible",
@@ -208,24 +195,12 @@ def write_plots(records: Sequence[dict[str, Any]], out: Path) -> list[Path]:
     if with_capacity:
         fig, ax = plt.subplots(figsize=(7.5, 4.8))
         for (strategy, group), style in zip(with_capacity.items(), _series_styles(len(with_capacity))):
-            means, stds = _mean_curve([r["metrics"]["capacity_per_task"] for r in group])
-            tasks = [t + style["dodge"] for t in range(1, len(means) + 1)]
-            ax.plot(tasks, means, label=f"{strategy} ({len(group)} seed(s))", **style["line"])
-            if len(group) > 1:
-                ax.fill_between(tasks, [m - s for m, s in zip(means, stds)], [m + s for m, s in zip(means, stds)],
-                                alpha=0.12, color=style["line"]["color"])
+            _plot_series(ax, [r["metrics"]["capacity_per_task"] for r in group], strategy, style)
         ax.set(xlabel="task being trained", ylabel="network capacity", ylim=(-0.02, 1.02),
                title="Network capacity while training each task (mean over its steps)")
         ax.xaxis.get_major_locator().set_params(integer=True)
         ax.grid(alpha=0.3)
-        if max(len(group) for group in with_capacity.values()) > 1:
-            from matplotlib.patches import Patch
-
-            handles, labels = ax.get_legend_handles_labels()
-            ax.legend(handles + [Patch(facecolor="grey", alpha=0.25)], labels + ["shaded: ±1 std over seeds"],
-                      fontsize=8)
-        else:
-            ax.legend(fontsize=8)
+        _legend(ax, max(len(group) for group in with_capacity.values()) > 1)
         fig.text(0.01, 0.01, "network capacity = mean gradient-adjustment rate over the masked layers' "
                  "parameters: 1 = every parameter trains freely, 0 = all frozen\n(AdaHAT paper, Sec. 4.3). "
                  "Markers are shifted sideways by up to 0.15 task so that equal curves stay visible.",
@@ -233,6 +208,29 @@ def write_plots(records: Sequence[dict[str, Any]], out: Path) -> list[Path]:
         fig.tight_layout(rect=(0, 0.07, 1, 1))
         written.append(_save(fig, plots / "capacity.png", plt, layout=False))
     return written
+
+
+def _plot_series(ax, curves: Sequence[Sequence[float]], strategy: str, style: dict[str, Any],
+                 scale: float = 1.0) -> None:
+    """The seed-mean curve of ``curves`` (one per seed) in ``style``, dodged sideways, with a
+    ±1 std band when there are several seeds; values times ``scale``."""
+    means, stds = _mean_curve(curves)
+    tasks = [t + style["dodge"] for t in range(1, len(means) + 1)]
+    ax.plot(tasks, [scale * m for m in means], label=f"{strategy} ({len(curves)} seed(s))", **style["line"])
+    if len(curves) > 1:
+        ax.fill_between(tasks, [scale * (m - s) for m, s in zip(means, stds)],
+                        [scale * (m + s) for m, s in zip(means, stds)], alpha=0.12, color=style["line"]["color"])
+
+
+def _legend(ax, bands: bool, **kwargs: Any) -> None:
+    """The axes' legend; with ``bands``, an entry saying what the shading is."""
+    handles, labels = ax.get_legend_handles_labels()
+    if bands:
+        from matplotlib.patches import Patch
+
+        handles.append(Patch(facecolor="grey", alpha=0.25))
+        labels.append("shaded: ±1 std over seeds")
+    ax.legend(handles, labels, fontsize=8, **kwargs)
 
 
 def _colour_floor(matrices) -> float:

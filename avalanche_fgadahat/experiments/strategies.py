@@ -206,31 +206,19 @@ def _importance_types() -> Mapping[str, Any]:
     return IMPORTANCE_TYPES
 
 
-def short_importance_name(itype) -> str | None:
-    """The short name ``fgadahat:<short>`` accepts for ``itype`` (``None`` if ambiguous)."""
-    from ..importance.registry import short_name_of
-
-    return short_name_of(itype)
-
-
 def _resolve_importance(query: str):
-    """An ``ImportanceType`` by name or (unambiguous) short name, case-insensitive; the
-    paper's labels may be typed in ASCII (``gxa`` for G×A, ``cbp-adaptation``)."""
-    types = _importance_types()
-    wanted = query.lower()
-    matches = [t for t in types.values() if t.name.lower() == wanted]
-    if not matches:
-        from ..importance.registry import typable_short_name
+    """An ``ImportanceType`` by full name or (unambiguous) short name, as the Python API
+    resolves it (:func:`~avalanche_fgadahat.importance.registry.find_importance_type`)."""
+    from ..importance.registry import find_importance_type, short_name_of, types_sharing_short_name
 
-        matches = [t for t in types.values() if typable_short_name(t.short_name) == typable_short_name(query)]
-    if len(matches) == 1:
-        return matches[0]
-    accepted = sorted(
-        {short_importance_name(t) for t in types.values() if short_importance_name(t)} | {t.name for t in types.values()}
-    )
-    if matches:
-        raise ValueError(f"fgadahat importance {query!r} is ambiguous ({[m.name for m in matches]}); "
-                         "use the full name")
+    types = _importance_types()
+    found = find_importance_type(query)
+    if found is not None:
+        return found
+    shared = types_sharing_short_name(query)
+    if shared:
+        raise ValueError(f"fgadahat importance {query!r} is ambiguous ({shared}); use the full name")
+    accepted = sorted({short_name_of(t) for t in types.values() if short_name_of(t)} | set(types))
     raise ValueError(f"fgadahat importance {query!r} is not registered; accepted: {', '.join(accepted)}")
 
 
@@ -240,7 +228,9 @@ def resolve_strategy(name: str, overrides: Mapping[str, Any] | None = None) -> R
         raise ValueError(f"strategy name must be a string, got {name!r}")
     if name.lower().startswith(FGADAHAT_PREFIX + ":"):
         itype = _resolve_importance(name.split(":", 1)[1])
-        suffix = short_importance_name(itype) or itype.name
+        from ..importance.registry import short_name_of
+
+        suffix = short_name_of(itype) or itype.name
         settings = {**STRATEGY_SETTINGS[FGADAHAT_PREFIX], "importance_type": itype.name,
                     **FGADAHAT_TYPE_OVERRIDES.get(itype.short_name, {})}
         label, base, spec = f"{FGADAHAT_PREFIX}:{suffix}", FGADAHAT_PREFIX, _FGADAHAT_SPEC

@@ -201,15 +201,14 @@ def check_no_task_mixing(strategy: Any) -> None:
 
 
 def _mixing_sources(strategy: Any) -> list[str]:
-    """What in ``strategy`` may add other tasks' samples to its training data."""
+    """What in ``strategy`` may add other tasks' samples to its training data: the known
+    mixers (:func:`_known_mixer`), plugins named like replay, a replay data loader."""
     from .hat import HATPlugin
 
-    sources = [type(strategy).__name__] if type(strategy).__name__ in ("Cumulative", "JointTraining") else []
+    sources = [type(strategy).__name__] if _known_mixer(strategy) else []
     for plugin in getattr(strategy, "plugins", []):
-        if isinstance(plugin, HATPlugin):
-            continue
         name = type(plugin).__name__
-        if "replay" in name.lower() or hasattr(plugin, "storage_policy"):
+        if not isinstance(plugin, HATPlugin) and (_known_mixer(plugin) or "replay" in name.lower()):
             sources.append(name)
     loader = type(getattr(strategy, "dataloader", None)).__name__
     if "replay" in loader.lower():
