@@ -108,16 +108,6 @@ def test_smallest_case_eval_every_0_trains_both_tasks():
     assert id(model.classifier.classifiers["0"].classifier.weight) in held and id(stale) in held
 
 
-def test_smallest_case_passes_with_naive_and_mtsimplemlp():
-    """The control of the issue: Avalanche's own strategy and model on the same case."""
-    bench = _three_class_benchmark()
-    model = MTSimpleMLP(input_size=6, hidden_size=10)
-    strategy = Naive(model=model, optimizer=torch.optim.SGD(model.parameters(), lr=0.1), eval_every=0,
-                     evaluator=_quiet())
-    strategy.train(bench.train_stream[0], eval_streams=[bench.test_stream])
-    strategy.train(bench.train_stream[1], eval_streams=[bench.test_stream])
-
-
 @pytest.mark.parametrize("name", list(BUILDERS))
 @pytest.mark.parametrize("trigger", ["eval_every=0", "eval_every=1", "eval_first", "shared_head", "early_stopping"])
 def test_evaluation_before_training_does_not_break_the_next_train(digits2, name, trigger):
