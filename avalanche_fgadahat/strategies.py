@@ -15,6 +15,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import inspect
+
 import torch
 from avalanche.core import BasePlugin
 from avalanche.training.templates import SupervisedTemplate
@@ -32,13 +34,64 @@ from .plugins.checks import (
     two_plugins_message,
     unwrap_hat_model,
 )
-from .plugins.diagnostics import LearningDiagnostics
 from .plugins.fgadahat import FGAdaHATPlugin
 from .plugins.hat import HATPlugin
+from .plugins.settings import settings_signature
+from .config import HATConfig
 
 
 class _HATFamilyStrategy(SupervisedTemplate):
-    """Common wiring: validate the model, put the algorithm's plugin first."""
+    """Common wiring: validate the model, build the algorithm's plugin from its settings and
+    put it first. The first arguments are Avalanche's, keyword-only as in Avalanche (its legacy
+    positional form maps onto the same names, in ``Naive``'s order); then ``config`` (the
+    method's config object) or its settings as keywords; any other keyword (e.g.
+    ``peval_mode``) goes to ``SupervisedTemplate``."""
+
+    #: the algorithm's plugin class (its ``config_class`` names the settings)
+    plugin_class: type[HATPlugin] = HATPlugin
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Give each strategy its own ``__init__`` whose signature lists its method's settings
+        (Avalanche checks every keyword against the ``__init__`` signatures of the class)."""
+        template = [p for name, p in inspect.signature(_HATFamilyStrategy._init).parameters.items()
+                    if name not in ("config", "settings")]
+        signature = settings_signature(cls.plugin_class.config_class, template)
+
+        def __init__(self, **arguments: Any) -> None:
+            _HATFamilyStrategy._init(self, **arguments)
+
+        __init__.__signature__ = signature
+        __init__.__doc__ = cls.__doc__
+        cls.__init__ = __init__
+        super().__init_subclass__(**kwargs)
+        cls.__signature__ = signature.replace(parameters=list(signature.parameters.values())[1:])
+
+    def __init__(
+        self,
+        *,
+        model: Module,
+        optimizer: Optimizer,
+        criterion: Any = CrossEntropyLoss(),
+        train_mb_size: int = 1,
+        train_epochs: int = 1,
+        eval_mb_size: int | None = None,
+        device: str | torch.device = "cpu",
+        plugins: Sequence[BasePlugin] | None = None,
+        evaluator: Any = default_evaluator,
+        eval_every: int = -1,
+        config: HATConfig | None = None,
+        **settings: Any,
+    ) -> None:
+        names = set(self.plugin_class.config_class.setting_names())
+        method = {k: v for k, v in settings.items() if k in names}
+        others = {k: v for k, v in settings.items() if k not in names}
+        plugin = self.plugin_class(config, **method)
+        template = dict(criterion=criterion, train_mb_size=train_mb_size, train_epochs=train_epochs,
+                        eval_mb_size=eval_mb_size, device=device, evaluator=evaluator, eval_every=eval_every,
+                        **others)
+        self._setup(model, optimizer, plugin, plugins, template)
+
+    _init = __init__
 
     def _setup(
         self,
@@ -103,176 +156,24 @@ class _HATFamilyStrategy(SupervisedTemplate):
         return find_hat_plugin(self)
 
 
-def _template_kwargs(criterion, train_mb_size, train_epochs, eval_mb_size, device, evaluator, eval_every,
-                     kwargs: dict[str, Any]) -> dict[str, Any]:
-    return dict(criterion=criterion, train_mb_size=train_mb_size, train_epochs=train_epochs,
-                eval_mb_size=eval_mb_size, device=device, evaluator=evaluator, eval_every=eval_every, **kwargs)
-
-
 class HAT(_HATFamilyStrategy):
-    """Hard Attention to the Task (Serrà et al. 2018). See :class:`HATPlugin` for the
-    algorithm's arguments; the rest are ``SupervisedTemplate``'s (``criterion``,
-    ``train_mb_size``, ``train_epochs``, ``eval_mb_size``, ``device``, ``plugins``,
-    ``evaluator``, ``eval_every``, and through ``**kwargs`` e.g. ``peval_mode``). The
-    signature is keyword-only as Avalanche's; Avalanche's legacy positional form
-    ``HAT(model, optimizer, criterion, ...)`` maps onto the same names, in ``Naive``'s order."""
+    """Hard Attention to the Task (Serrà et al. 2018): a ``SupervisedTemplate`` with
+    :class:`HATPlugin` first. The algorithm's settings are
+    :class:`~avalanche_fgadahat.config.HATConfig`'s (as keywords, or ``config=``)."""
 
-    def __init__(
-        self,
-        *,
-        model: Module,
-        optimizer: Optimizer,
-        criterion: Any = CrossEntropyLoss(),
-        train_mb_size: int = 1,
-        train_epochs: int = 1,
-        eval_mb_size: int | None = None,
-        device: str | torch.device = "cpu",
-        plugins: Sequence[BasePlugin] | None = None,
-        evaluator: Any = default_evaluator,
-        eval_every: int = -1,
-        adjustment_mode: str = "hat",
-        s_max: float = 400.0,
-        clamp_threshold: float = 50.0,
-        mask_sparsity_reg_factor: float = 0.1,
-        mask_sparsity_reg_mode: str = "original",
-        task_embedding_init_mode: str = "N01",
-        alpha: float = 1e-6,
-        embedding_clamp: float | None = None,
-        check_finite_loss: bool = True,
-        diagnostics: LearningDiagnostics | None = LearningDiagnostics(),
-        **kwargs: Any,
-    ) -> None:
-        plugin = HATPlugin(
-            adjustment_mode=adjustment_mode,
-            s_max=s_max,
-            clamp_threshold=clamp_threshold,
-            mask_sparsity_reg_factor=mask_sparsity_reg_factor,
-            mask_sparsity_reg_mode=mask_sparsity_reg_mode,
-            task_embedding_init_mode=task_embedding_init_mode,
-            alpha=alpha,
-            embedding_clamp=embedding_clamp,
-            check_finite_loss=check_finite_loss,
-            diagnostics=diagnostics,
-        )
-        template = _template_kwargs(criterion, train_mb_size, train_epochs, eval_mb_size, device, evaluator,
-                                    eval_every, kwargs)
-        self._setup(model, optimizer, plugin, plugins, template)
+    plugin_class = HATPlugin
 
 
 class AdaHAT(_HATFamilyStrategy):
-    """AdaHAT (Wang et al. 2024). See :class:`AdaHATPlugin` for the algorithm's arguments;
-    the rest are ``SupervisedTemplate``'s."""
+    """AdaHAT (Wang et al. 2024): a ``SupervisedTemplate`` with :class:`AdaHATPlugin` first.
+    The algorithm's settings are :class:`~avalanche_fgadahat.config.AdaHATConfig`'s."""
 
-    def __init__(
-        self,
-        *,
-        model: Module,
-        optimizer: Optimizer,
-        criterion: Any = CrossEntropyLoss(),
-        train_mb_size: int = 1,
-        train_epochs: int = 1,
-        eval_mb_size: int | None = None,
-        device: str | torch.device = "cpu",
-        plugins: Sequence[BasePlugin] | None = None,
-        evaluator: Any = default_evaluator,
-        eval_every: int = -1,
-        adjustment_mode: str = "adahat",
-        adjustment_intensity: float = 1e-6,
-        epsilon: float = 0.1,
-        s_max: float = 400.0,
-        clamp_threshold: float = 50.0,
-        mask_sparsity_reg_factor: float = 0.1,
-        mask_sparsity_reg_mode: str = "original",
-        task_embedding_init_mode: str = "N01",
-        embedding_clamp: float | None = None,
-        check_finite_loss: bool = True,
-        diagnostics: LearningDiagnostics | None = LearningDiagnostics(),
-        **kwargs: Any,
-    ) -> None:
-        plugin = AdaHATPlugin(
-            adjustment_mode=adjustment_mode,
-            adjustment_intensity=adjustment_intensity,
-            epsilon=epsilon,
-            s_max=s_max,
-            clamp_threshold=clamp_threshold,
-            mask_sparsity_reg_factor=mask_sparsity_reg_factor,
-            mask_sparsity_reg_mode=mask_sparsity_reg_mode,
-            task_embedding_init_mode=task_embedding_init_mode,
-            embedding_clamp=embedding_clamp,
-            check_finite_loss=check_finite_loss,
-            diagnostics=diagnostics,
-        )
-        template = _template_kwargs(criterion, train_mb_size, train_epochs, eval_mb_size, device, evaluator,
-                                    eval_every, kwargs)
-        self._setup(model, optimizer, plugin, plugins, template)
+    plugin_class = AdaHATPlugin
 
 
 class FGAdaHAT(_HATFamilyStrategy):
-    """FG-AdaHAT (CLArena ``FGAdaHAT``). See :class:`FGAdaHATPlugin` for the algorithm's
-    arguments (CLArena's names; defaults of its HEAD paper configs, ICU importance); the
-    rest are ``SupervisedTemplate``'s."""
+    """FG-AdaHAT (CLArena ``FGAdaHAT``): a ``SupervisedTemplate`` with :class:`FGAdaHATPlugin`
+    first. The algorithm's settings are :class:`~avalanche_fgadahat.config.FGAdaHATConfig`'s
+    (CLArena's names; defaults of its HEAD paper configs, ICU importance)."""
 
-    def __init__(
-        self,
-        *,
-        model: Module,
-        optimizer: Optimizer,
-        criterion: Any = CrossEntropyLoss(),
-        train_mb_size: int = 1,
-        train_epochs: int = 1,
-        eval_mb_size: int | None = None,
-        device: str | torch.device = "cpu",
-        plugins: Sequence[BasePlugin] | None = None,
-        evaluator: Any = default_evaluator,
-        eval_every: int = -1,
-        adjustment_intensity: float = 1.5e-7,
-        importance_type: str = "input_weight_abs_sum_x_activation_abs",
-        importance_summing_strategy: str = "add_all",
-        importance_scheduler_type: str = "linear_sparsity_reg",
-        neuron_to_weight_importance_aggregation_mode: str = "min",
-        s_max: float = 400.0,
-        clamp_threshold: float = 50.0,
-        mask_sparsity_reg_factor: float = 0.1,
-        mask_sparsity_reg_mode: str = "original",
-        base_importance: float = 1e-8,
-        base_mask_sparsity_reg: float = 0.1,
-        base_linear: float = 5.0,
-        filter_by_cumulative_mask: bool = False,
-        filter_unmasked_importance: bool = False,
-        step_multiply_training_mask: bool = True,
-        task_embedding_init_mode: str = "N01",
-        importance_summing_strategy_linear_step: float | None = None,
-        importance_summing_strategy_exponential_rate: float | None = None,
-        importance_summing_strategy_log_base: float | None = None,
-        embedding_clamp: float | None = None,
-        check_finite_loss: bool = True,
-        diagnostics: LearningDiagnostics | None = LearningDiagnostics(),
-        **kwargs: Any,
-    ) -> None:
-        plugin = FGAdaHATPlugin(
-            adjustment_intensity=adjustment_intensity,
-            importance_type=importance_type,
-            importance_summing_strategy=importance_summing_strategy,
-            importance_scheduler_type=importance_scheduler_type,
-            neuron_to_weight_importance_aggregation_mode=neuron_to_weight_importance_aggregation_mode,
-            s_max=s_max,
-            clamp_threshold=clamp_threshold,
-            mask_sparsity_reg_factor=mask_sparsity_reg_factor,
-            mask_sparsity_reg_mode=mask_sparsity_reg_mode,
-            base_importance=base_importance,
-            base_mask_sparsity_reg=base_mask_sparsity_reg,
-            base_linear=base_linear,
-            filter_by_cumulative_mask=filter_by_cumulative_mask,
-            filter_unmasked_importance=filter_unmasked_importance,
-            step_multiply_training_mask=step_multiply_training_mask,
-            task_embedding_init_mode=task_embedding_init_mode,
-            importance_summing_strategy_linear_step=importance_summing_strategy_linear_step,
-            importance_summing_strategy_exponential_rate=importance_summing_strategy_exponential_rate,
-            importance_summing_strategy_log_base=importance_summing_strategy_log_base,
-            embedding_clamp=embedding_clamp,
-            check_finite_loss=check_finite_loss,
-            diagnostics=diagnostics,
-        )
-        template = _template_kwargs(criterion, train_mb_size, train_epochs, eval_mb_size, device, evaluator,
-                                    eval_every, kwargs)
-        self._setup(model, optimizer, plugin, plugins, template)
+    plugin_class = FGAdaHATPlugin

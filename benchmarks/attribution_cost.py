@@ -2,7 +2,7 @@
 
 The reference (CLArena) calls Captum once per masked layer per training step. The package
 computes every layer in one batched pass (:mod:`avalanche_fgadahat.importance.attribution`);
-``reference_importance`` keeps the per-layer way, and
+``reference_importance`` (``tests/captum_reference.py``) keeps the per-layer way, and
 ``tests/test_importance_attribution.py`` shows both give equal values. This script times both
 on the same step — same model, same masked forward, same inputs, targets and soft masks — and
 reports the median over repeats, the speed-up, and the largest relative difference between
@@ -16,14 +16,17 @@ from __future__ import annotations
 import statistics
 import sys
 import warnings
+from pathlib import Path
 
 import numpy as np
 import torch
 from avalanche.benchmarks import tensors_benchmark
 from avalanche.models.utils import avalanche_model_adaptation
 
-from avalanche_fgadahat.importance import IMPORTANCE_TYPES, StepContext
-from avalanche_fgadahat.importance.attribution import ATTRIBUTION_TYPES, reference_importance
+from avalanche_fgadahat.importance import ATTRIBUTION_TYPES, IMPORTANCE_TYPES, StepContext
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the reference lives with the tests
+from captum_reference import reference_importance  # noqa: E402
 from _common import CLOCKS, apply_threads, base_parser, default_clock, emit, header, synchronize
 from step_time import SETTINGS
 

@@ -29,7 +29,7 @@ from avalanche_fgadahat.data import split_digits
 from avalanche_fgadahat.masking import ParamLayout
 from avalanche_fgadahat.models import HATAlexNet, HATMLP
 from avalanche_fgadahat.models.base import HATBackbone
-from avalanche_fgadahat.plugins.hat import _groups_up_to_largest
+from avalanche_fgadahat.adjustment.engine import groups_up_to_largest as _groups_up_to_largest
 
 pytestmark = pytest.mark.filterwarnings("ignore:No loggers specified")
 
@@ -83,13 +83,13 @@ def _set_state(model: HATBackbone, trained: int) -> tuple[dict[str, torch.Tensor
 
 def _applied_rates(plugin: HATPlugin, model: HATBackbone, sparsity=None) -> list[torch.Tensor]:
     """Run the plugin's gradient adjustment on all-ones gradients; return the gradients."""
-    plugin._prepare_rates(model)
+    plugin.engine.prepare(model)
     if sparsity is not None:
         plugin.layer_sparsity = dict(sparsity)
     params = [p for layout in model.param_layouts for p in (layout.weight, layout.bias) if p is not None]
     for p in params:
         p.grad = torch.ones_like(p)
-    plugin.adjust_gradients_()
+    plugin.engine.adjust_(plugin.signals)
     return [p.grad.clone() for p in params]
 
 
@@ -129,7 +129,7 @@ def test_adahat_rates_against_hand_computation(kind, mode):
     summative, sparsity = _set_state(model, trained=2)
     plugin = AdaHATPlugin(adjustment_mode=mode, adjustment_intensity=ALPHA, epsilon=EPSILON)
     applied = _applied_rates(plugin, model, sparsity)
-    assert plugin.task_position == 3
+    assert plugin.rule.task_position == 3
     expected = _hand_rates(model, summative, _hand_rule(mode, sparsity, position=3))
     assert len(applied) == len(expected)
     for got, want in zip(applied, expected):
@@ -151,16 +151,16 @@ def test_list_form_of_the_step_rates_equals_the_per_parameter_rates(kind):
     summative, sparsity = _set_state(model, trained=2)
     plugin = AdaHATPlugin(adjustment_intensity=ALPHA, epsilon=EPSILON)
     applied = _applied_rates(plugin, model, sparsity)
-    per_parameter = [plugin.rule.rate(plugin, m, k).expand_as(m) for _, m, k in plugin._entries]
+    per_parameter = [plugin.rule.rate(m, k, plugin.signals).expand_as(m) for _, m, k in plugin.engine.entries]
     assert len(applied) == len(per_parameter) and all(torch.equal(a, b) for a, b in zip(applied, per_parameter))
-    grads = [torch.randn_like(m) for _, m, _ in plugin._entries]
-    for (param, _, _), grad in zip(plugin._entries, grads):
+    grads = [torch.randn_like(m) for _, m, _ in plugin.engine.entries]
+    for (param, _, _), grad in zip(plugin.engine.entries, grads):
         param.grad = grad.clone()
-    plugin.adjust_gradients_()
-    for (param, _, _), grad, rate in zip(plugin._entries, grads, per_parameter):
+    plugin.engine.adjust_(plugin.signals)
+    for (param, _, _), grad, rate in zip(plugin.engine.entries, grads, per_parameter):
         torch.testing.assert_close(param.grad, grad * rate, rtol=1e-6, atol=0)  # g / x vs g · (1/x): rounding only
     assert any(float(r.min()) < 0.9 for r in per_parameter)  # not trivially 1
-    assert sorted(i for g in plugin._rate_groups for i in g) == list(range(len(plugin._entries)))
+    assert sorted(i for g in plugin.engine.groups for i in g) == list(range(len(plugin.engine.entries)))
 
 
 def test_rate_groups_keep_temporaries_within_the_largest_parameter():
@@ -178,7 +178,7 @@ def test_capacity_is_cached_per_step_and_refreshed_by_the_next_regulariser():
     first = plugin.network_capacity()
     plugin.layer_sparsity = {k: v + 1.0 for k, v in sparsity.items()}
     assert plugin.network_capacity() == first  # same step: the cached value
-    plugin._step_capacity = None  # what before_backward does after computing R_l
+    plugin.engine.new_step()  # what before_backward does after computing R_l
     assert plugin.network_capacity() < first  # larger R_l → smaller r_l → smaller rates
 
 

@@ -20,7 +20,7 @@ from avalanche_fgadahat import (
 )
 from avalanche_fgadahat.data import split_digits
 from avalanche_fgadahat.models import HATMLP
-from avalanche_fgadahat.plugins.diagnostics import diagnose, snapshot_cumulative
+from avalanche_fgadahat.diagnostics import diagnose, snapshot_cumulative
 
 pytestmark = pytest.mark.filterwarnings("ignore:No loggers specified")
 

@@ -82,7 +82,7 @@ def test_constructor_names_and_head_config_defaults():
     assert names[: len(template)] == template
     names = names[len(template):]
     assert names[: len(REFERENCE_ARGUMENTS)] == REFERENCE_ARGUMENTS
-    plugin_params = inspect.signature(FGAdaHATPlugin.__init__).parameters
+    plugin_params = inspect.signature(FGAdaHATPlugin).parameters  # (config, *, settings...)
     assert list(plugin_params)[1 : len(REFERENCE_ARGUMENTS) + 1] == REFERENCE_ARGUMENTS
     expected = dict(
         adjustment_intensity=1.5e-7,
@@ -205,13 +205,13 @@ def test_rates_against_hand_formula_at_third_task(scheduler, aggregation, filter
         base_mask_sparsity_reg=b_r,
         base_linear=b_l,
     )
-    plugin._prepare_rates(model)
-    assert plugin.task_position == 3
+    plugin.engine.prepare(model)
+    assert plugin.rule.task_position == 3
     sparsity = {"fc0": 0.2, "fc1": 0.05}
     plugin.layer_sparsity = {k: torch.tensor(v) for k, v in sparsity.items()}
     for p in model.fc.parameters():
         p.grad = torch.ones_like(p)
-    plugin.adjust_gradients_()
+    plugin.engine.adjust_(plugin.signals)
 
     summ = {k: [a + b for a, b in zip(masks_a[k], masks_b[k])] for k in masks_a}
     cum = {k: [max(a, b) for a, b in zip(masks_a[k], masks_b[k])] for k in masks_a}
@@ -249,11 +249,11 @@ def test_rates_against_hand_formula_at_third_task(scheduler, aggregation, filter
 def test_no_importance_means_no_adjustment():
     model = HATMLP(6, (5, 4))
     plugin = FGAdaHATPlugin(adjustment_intensity=1e-7)
-    plugin._prepare_rates(model)
+    plugin.engine.prepare(model)
     plugin.layer_sparsity = {"fc0": torch.tensor(0.5), "fc1": torch.tensor(0.5)}
     for p in model.fc.parameters():
         p.grad = torch.full_like(p, 2.0)
-    plugin.adjust_gradients_()
+    plugin.engine.adjust_(plugin.signals)
     assert all(torch.equal(p.grad, torch.full_like(p, 2.0)) for p in model.fc.parameters())
 
 
@@ -287,7 +287,7 @@ def test_summing_strategy_over_three_tasks_in_training_order(name, kwargs, coeff
         model.importance_steps.fill_(steps)
         history.append({k: v / steps + 0.25 for k, v in sums.items()})
         _commit(model, task, {"fc0": [1, 1, 0, 0, 1], "fc1": [0, 1, 1, 0]})
-        plugin.finalize_importance_(model, task)
+        plugin.accumulator.finalize_(model, task)
         for key, state in model.unit_state.items():
             want = sum(c * h[key] for c, h in zip(coefficients[n - 1], history))
             torch.testing.assert_close(state.summed_importance, want, rtol=1e-5, atol=1e-6)
@@ -303,7 +303,7 @@ def test_filter_unmasked_importance_multiplies_by_stored_mask():
         state.importance_step_sum.fill_(3.0)
     model.importance_steps.fill_(2)
     _commit(model, 0, {"fc0": [1, 0, 1, 0, 1], "fc1": [0, 0, 1, 1]})
-    plugin.finalize_importance_(model, 0)
+    plugin.accumulator.finalize_(model, 0)
     torch.testing.assert_close(model.unit_state["fc0"].summed_importance, torch.tensor([2.0, 0, 2.0, 0, 2.0]))
     torch.testing.assert_close(model.unit_state["fc1"].task_importances[0], torch.tensor([0, 0, 2.0, 2.0]))
 
@@ -312,13 +312,14 @@ def test_filter_unmasked_importance_multiplies_by_stored_mask():
 def _context(model, task=0, scale=2.0):
     torch.manual_seed(3)
     model.train()
-    model.current_train_task, model.gate_scale, model.record_activations = task, scale, True
+    step = model.begin_training(task, record_activations=True)
+    step.gate_scale = scale
     x, y = torch.rand(7, 6), torch.randint(0, 2, (7,))
     torch.nn.functional.cross_entropy(model(x, task), y).backward()
     return StepContext(
         model, task, x, y,
-        {k: m for k, m in model.last_masks.items()},  # not detached: the plugin must detach
-        {k: a for k, a in model.last_activations.items()},
+        {k: m for k, m in step.masks.items()},  # not detached: the plugin must detach
+        {k: a for k, a in step.activations.items()},
         scale,
     )
 
@@ -330,7 +331,7 @@ def test_accumulation_hand_computation_and_no_graph(multiply):
     ctx = _context(model)
     assert ctx.masks["fc0"].requires_grad
     for _ in range(3):
-        plugin.accumulate_importance_(model, ctx)
+        plugin.accumulator.accumulate_(model, ctx)
     assert int(model.importance_steps) == 3
     for key, state in model.unit_state.items():
         u = [float(v) for v in ctx.activations[key].detach().abs().mean(0)]
@@ -364,7 +365,8 @@ class _Spy(SupervisedPlugin):
         for state in model.unit_state.values():
             assert state.importance_step_sum.grad_fn is None and not state.importance_step_sum.requires_grad
         assert int(model.importance_steps) == self.iterations
-        self.records.append((model.record_activations, bool(model.last_activations)))
+        step = model.training_step
+        self.records.append((step.record_activations, bool(step.activations)))
 
     def after_training_epoch(self, strategy, **kwargs):
         self.steps_at_epoch_end.append(int(strategy.model.importance_steps))
@@ -402,7 +404,7 @@ def test_end_to_end_two_tasks(digits, importance_type):
     assert spy.records and all(rec == (needs, needs) for rec in spy.records)
     batches = [math.ceil(len(exp.dataset) / 16) for exp in digits.train_stream[:2]]
     assert spy.steps_at_epoch_end == [b * e for b in batches for e in (1, 2, 3)] and min(batches) >= 2
-    assert model.record_activations is False and int(model.importance_steps) == 0
+    assert model.training_step is None and int(model.importance_steps) == 0
     assert model.trained_tasks() == [0, 1]
     for state in model.unit_state.values():
         i0, i1 = state.task_importances[0], state.task_importances[1]

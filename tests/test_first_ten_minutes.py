@@ -158,7 +158,7 @@ def test_sweeps_write_the_learning_diagnostics_to_the_run_log(tmp_path, capsys):
     import json
     import warnings
 
-    from avalanche_fgadahat.plugins.diagnostics import HATDiagnosticWarning
+    from avalanche_fgadahat.diagnostics import HATDiagnosticWarning
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -180,7 +180,7 @@ def test_diagnostic_warnings_point_at_the_users_train_call():
     from avalanche_fgadahat import HAT
     from avalanche_fgadahat.data import split_digits
     from avalanche_fgadahat.models import HATMLP
-    from avalanche_fgadahat.plugins.diagnostics import HATDiagnosticWarning
+    from avalanche_fgadahat.diagnostics import HATDiagnosticWarning
 
     model = HATMLP(64, (256,))
     strategy = HAT(model=model, optimizer=torch.optim.Adam(model.parameters(), lr=1e-3), train_mb_size=64,

@@ -159,11 +159,11 @@ def test_hat_gradient_rates_against_hand_computation():
     with torch.no_grad():
         model.unit_state["fc0"].cumulative.copy_(torch.tensor([1.0, 0.0]))
         model.unit_state["fc1"].cumulative.copy_(torch.tensor([0.0, 1.0]))
-    plugin._prepare_rates(model)
+    plugin.engine.prepare(model)
     for layout in model.param_layouts:
         layout.weight.grad = torch.ones_like(layout.weight)
         layout.bias.grad = torch.ones_like(layout.bias)
-    plugin.adjust_gradients_()
+    plugin.engine.adjust_(plugin.signals)
     fc0, fc1 = model.fc
     assert torch.equal(fc0.weight.grad, torch.tensor([[0.0] * 3, [1.0] * 3]))
     assert torch.equal(fc0.bias.grad, torch.tensor([0.0, 1.0]))
@@ -180,10 +180,10 @@ def test_hat_variant_rates(mode, expected):
     plugin = HATPlugin(adjustment_mode=mode, alpha=0.25)
     with torch.no_grad():
         model.unit_state["fc0"].cumulative.fill_(1.0)
-    plugin._prepare_rates(model)
+    plugin.engine.prepare(model)
     model.fc[0].weight.grad = torch.ones(2, 3)
     model.fc[0].bias.grad = torch.ones(2)
-    plugin.adjust_gradients_()
+    plugin.engine.adjust_(plugin.signals)
     assert torch.allclose(model.fc[0].weight.grad, torch.full((2, 3), expected))
 
 
@@ -192,12 +192,12 @@ def test_hat_random_rates_are_fresh_and_bounded():
     plugin = HATPlugin(adjustment_mode="hat_random")
     with torch.no_grad():
         model.unit_state["fc0"].cumulative[:25] = 1.0
-    plugin._prepare_rates(model)
+    plugin.engine.prepare(model)
     grads = []
     for _ in range(2):
         model.fc[0].weight.grad = torch.ones(50, 3)
         model.fc[0].bias.grad = torch.ones(50)
-        plugin.adjust_gradients_()
+        plugin.engine.adjust_(plugin.signals)
         grads.append(model.fc[0].weight.grad.clone())
     assert torch.all(grads[0][25:] == 1.0)
     assert torch.all((grads[0][:25] >= 0) & (grads[0][:25] <= 1))
@@ -458,13 +458,12 @@ def test_training_batch_with_mixed_task_labels_is_refused_eval_accepts_it():
     model = HATMLP(64, (5,))
     for exp in bench.train_stream:
         avalanche_model_adaptation(model, exp)
-    model.current_train_task = 0
-    model.gate_scale = 1.0
+    model.begin_training(0).gate_scale = 1.0
     model.train()
     with pytest.raises(ValueError, match=r"task_labels .* found \[0, 1\]"):
         model(torch.randn(4, 64), torch.tensor([0, 0, 1, 1]))
     model.commit_task(0)
-    model.current_train_task = None
+    model.end_training()
     model.eval()
     with pytest.warns(UntrainedTaskWarning):
         out = model(torch.randn(4, 64), torch.tensor([0, 1, 0, 1]))

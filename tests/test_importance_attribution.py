@@ -1,4 +1,4 @@
-"""FG-AdaHAT's attribution importances (``importance/attribution.py``).
+"""FG-AdaHAT's attribution importances (the ``importance/attribution`` package).
 
 * the batched, all-layers-at-once values equal Captum called the reference's way (one
   ``attribute`` call per layer) on the same masked forward, in float64 with tight
@@ -7,25 +7,35 @@
 * hand-computed values on a one-hidden-layer MLP (G×A, Grad-CAM, feature ablation,
   DeepLIFT, LRP) and DeepLIFT's summation-to-delta on a conv net;
 * the step leaves the model as it found it (modes, BatchNorm statistics, recordings, grads);
-* clear errors (LRP on residual nets, bad settings).
+* clear errors (LRP on residual nets, bad settings);
+* settings given in ``StepContext.attribution_settings`` take effect.
+
+The reference (one Captum call per layer) is ``tests/captum_reference.py``.
 """
 
 from __future__ import annotations
+
+import dataclasses
 
 import numpy as np
 import pytest
 import torch
 from avalanche.models.utils import avalanche_model_adaptation
+from captum_reference import reference_importance
 
 from avalanche_fgadahat.data import split_digits
-from avalanche_fgadahat.importance import IMPORTANCE_TYPES, StepContext
-from avalanche_fgadahat.importance.attribution import (
+from avalanche_fgadahat.importance import (
     ATTRIBUTION_TYPES,
-    SETTINGS_CACHE_KEY,
+    IMPORTANCE_TYPES,
+    IN_PASS_TYPES,
+    REFERENCE_IMPORTANCE_TYPES,
+    StepContext,
+)
+from avalanche_fgadahat.importance.attribution import (
+    DEFAULT_SETTINGS,
     AttributionSettings,
     deeplift_maps,
     deepliftshap_baselines,
-    reference_importance,
 )
 from avalanche_fgadahat.importance.forward_wrapper import TaskForward, attribution_layers, attribution_mode
 from avalanche_fgadahat.models import HATAlexNet, HATMLP, HATResNet18
@@ -46,13 +56,15 @@ def _context(model, shape, experience, *, seed: int = 0, max_rows: int | None = 
     x = torch.randn(BATCH, *shape, dtype=torch.float64)
     y = torch.tensor([0, 1, 1, 0, 1, 0][:BATCH])
     masks = {k: torch.sigmoid(3 * torch.randn(n, dtype=torch.float64)) for k, n in model.unit_sizes.items()}
-    ctx = StepContext(model=model, task=0, inputs=x, targets=y, masks=masks, activations={}, gate_scale=3.0)
     # a small max_rows forces several chunks (interpolation steps split across chunks, etc.)
-    ctx.cache[SETTINGS_CACHE_KEY] = AttributionSettings(
+    settings = AttributionSettings(
         conductance_steps=6, integrated_gradients_steps=5, gradientshap_samples=3, deepliftshap_baselines=4,
         max_rows=max_rows,
     )
-    return ctx
+    return StepContext(
+        model=model, task=0, inputs=x, targets=y, masks=masks, activations={}, gate_scale=3.0,
+        attribution_settings=settings,
+    )
 
 
 def _fast_and_reference(name: str, ctx: StepContext):
@@ -87,6 +99,8 @@ def _tiny_resnet():
 # ---------------------------------------------------------------------------- registry
 def test_all_reference_attribution_types_are_registered_with_labels():
     assert set(ATTRIBUTION_TYPES) <= set(IMPORTANCE_TYPES)
+    assert len(ATTRIBUTION_TYPES) == 10 and not set(ATTRIBUTION_TYPES) & set(IN_PASS_TYPES)
+    assert set(ATTRIBUTION_TYPES) | set(IN_PASS_TYPES) == set(REFERENCE_IMPORTANCE_TYPES)
     labels = {name: IMPORTANCE_TYPES[name].short_name for name in ATTRIBUTION_TYPES}
     assert labels["internal_influence_abs"] == "II"
     assert labels["deeplift_abs"] == "DL"
@@ -103,7 +117,15 @@ def test_captum_is_imported_only_inside_functions():
     import ast
     import importlib
 
-    for module in ("avalanche_fgadahat.importance.attribution", "avalanche_fgadahat.importance.forward_wrapper"):
+    import pkgutil
+
+    from avalanche_fgadahat.importance import attribution
+
+    modules = ["avalanche_fgadahat.importance.attribution", "avalanche_fgadahat.importance.forward_wrapper"]
+    modules += [f"avalanche_fgadahat.importance.{name}" for name in ("forward_trace", "deeplift_rescale")]
+    modules += [info.name for info in pkgutil.iter_modules(attribution.__path__, f"{attribution.__name__}.")]
+    assert len(modules) > 4
+    for module in modules:
         tree = ast.parse(open(importlib.import_module(module).__file__).read())
         top = [n for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom))]
         names = [a.name for n in top if isinstance(n, ast.Import) for a in n.names]
@@ -220,11 +242,12 @@ def test_deeplift_sums_to_the_logit_change_at_every_layer_of_a_conv_net(first_ex
 def test_wrapper_reproduces_the_training_forward(multihead, first_experience):
     model = HATMLP(64, (7, 5), multihead=multihead)
     avalanche_model_adaptation(model, first_experience)
-    model.current_train_task, model.gate_scale = 0, 2.5
+    step = model.begin_training(0)
+    step.gate_scale = 2.5
     model.train()
     x = torch.randn(4, 64)
     logits = model(x, 0)
-    masks = {k: v.detach() for k, v in model.last_masks.items()}
+    masks = {k: v.detach() for k, v in step.masks.items()}
     for nonlinearity in ("plain", "modules"):
         wrapper = TaskForward(model, 0, masks, nonlinearity=nonlinearity, example=x)
         torch.testing.assert_close(wrapper(x), logits.detach())
@@ -247,7 +270,7 @@ def test_step_leaves_the_model_untouched(first_experience):
     model_mlp, shape_mlp = _tiny_mlp()
     for net, shape in ((model, (2, 16, 16)), (model_mlp, shape_mlp)):
         ctx = _context(net, shape, first_experience, max_rows=None)
-        ctx.cache[SETTINGS_CACHE_KEY] = AttributionSettings(
+        ctx.attribution_settings = AttributionSettings(
             conductance_steps=2, internal_influence_steps=2, integrated_gradients_steps=2,
             gradientshap_samples=2, deepliftshap_baselines=2,
         )
@@ -255,9 +278,9 @@ def test_step_leaves_the_model_untouched(first_experience):
         first_norm = next(m for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d)) if net is model else None
         if first_norm is not None:
             first_norm.eval()  # a module in its own mode must keep it
-        net.record_activations = True
+        step = net.begin_training(0, record_activations=True)
         sentinel_acts, sentinel_masks = {"x": torch.ones(1)}, {"y": torch.ones(1)}
-        net.last_activations, net.last_masks = sentinel_acts, sentinel_masks
+        step.activations, step.masks = sentinel_acts, sentinel_masks
         for p in net.parameters():
             p.grad = torch.full_like(p, 0.25)
         modes = {name: m.training for name, m in net.named_modules()}
@@ -268,8 +291,8 @@ def test_step_leaves_the_model_untouched(first_experience):
             assert {n: m.training for n, m in net.named_modules()} == modes, name
             for key, value in net.named_buffers():
                 assert torch.equal(value, buffers[key]), f"{name} changed buffer {key}"
-            assert net.last_activations is sentinel_acts and net.last_masks is sentinel_masks
-            assert net.record_activations is True
+            assert net.training_step is step and step.activations is sentinel_acts and step.masks is sentinel_masks
+            assert step.record_activations is True
             assert all(torch.all(p.grad == 0.25) for p in net.parameters()), name
 
 
@@ -309,11 +332,31 @@ def test_bad_settings_are_rejected(kwargs, word):
 def test_settings_of_the_wrong_type_are_rejected(first_experience):
     model, shape = _tiny_mlp()
     ctx = _context(model, shape, first_experience)
-    ctx.cache[SETTINGS_CACHE_KEY] = {"max_rows": 3}
+    ctx.attribution_settings = {"max_rows": 3}
     with pytest.raises(ValueError, match="AttributionSettings"):
         IMPORTANCE_TYPES["gradient_x_activation_abs"].function(ctx)
     with pytest.raises(ValueError, match="name"):
         reference_importance("input_weight_abs_sum", ctx)
+
+
+def test_user_settings_in_the_step_context_change_the_result(first_experience):
+    """``StepContext(attribution_settings=...)`` reaches the methods: conductance with 2 and
+    with 50 steps differ, and each equals Captum called with that many steps. Without the
+    argument a step uses the reference's settings."""
+    model, shape = _tiny_mlp()
+    base = _context(model, shape, first_experience)
+    plain = StepContext(model=model, task=0, inputs=base.inputs, targets=base.targets, masks=base.masks,
+                        activations={}, gate_scale=3.0)
+    assert plain.attribution_settings is DEFAULT_SETTINGS
+    results = {}
+    for steps in (2, 50):
+        settings = dataclasses.replace(base.attribution_settings, conductance_steps=steps)
+        ctx = StepContext(model=model, task=0, inputs=base.inputs, targets=base.targets, masks=base.masks,
+                          activations={}, gate_scale=3.0, attribution_settings=settings)
+        fast, reference = _fast_and_reference("conductance_abs", ctx)
+        _assert_equal_per_unit(fast, reference, model)
+        results[steps] = fast
+    assert any(not torch.allclose(results[2][key], results[50][key], rtol=1e-6, atol=0) for key in results[2])
 
 
 # ---------------------------------------------------------------------------- inside the strategy
@@ -401,12 +444,12 @@ def _captum_on_plain_model(name: str, plain: _PlainMaskedMLP, x, y, settings) ->
 
 @pytest.mark.parametrize("name", [n for n in ATTRIBUTION_TYPES if n not in ("gradientshap_abs", "deepliftshap_abs")])
 def test_values_equal_captum_on_an_independently_written_model(name, first_experience):
-    """An oracle sharing no code with the package (its reference in ``attribution.py`` uses
+    """An oracle sharing no code with the package (its reference in ``captum_reference.py`` uses
     the same forward wrapper as the fast functions). The random-baseline methods
     (GradientSHAP, DeepLIFT-SHAP) are compared with Captum above with the same draws."""
     model, shape = _tiny_mlp()
     ctx = _context(model, shape, first_experience)
-    settings = ctx.cache[SETTINGS_CACHE_KEY]
+    settings = ctx.attribution_settings
     plain = _PlainMaskedMLP(model, ctx.masks, task=0).double().eval()
     fast = IMPORTANCE_TYPES[name].function(ctx)
     oracle = _captum_on_plain_model(name, plain, ctx.inputs.clone(), ctx.targets, settings)

@@ -17,27 +17,14 @@ import torch
 from avalanche.models.utils import avalanche_model_adaptation
 
 from avalanche_fgadahat.data import split_digits
-from avalanche_fgadahat.importance import IMPORTANCE_TYPES, REFERENCE_IMPORTANCE_TYPES, StepContext
+from avalanche_fgadahat.importance import IMPORTANCE_TYPES, IN_PASS_TYPES, REFERENCE_IMPORTANCE_TYPES, StepContext
 from avalanche_fgadahat.models import HATAlexNet, HATMLP, HATResNet18
 
-IN_PASS = [
-    "input_weight_abs_sum",
-    "output_weight_abs_sum",
-    "input_weight_gradient_abs_sum",
-    "output_weight_gradient_abs_sum",
-    "activation_abs",
-    "input_weight_abs_sum_x_activation_abs",
-    "output_weight_abs_sum_x_activation_abs",
-    "input_weight_gradient_square_sum",
-    "output_weight_gradient_square_sum",
-    "input_weight_gradient_square_sum_x_activation_abs",
-    "output_weight_gradient_square_sum_x_activation_abs",
-    "cbp_adaptation",
-    "cbp_adaptive_contribution",
-]
+IN_PASS = list(IN_PASS_TYPES)
 
 
 def test_all_in_pass_types_registered_with_reference_names():
+    assert len(IN_PASS) == 13
     assert set(IN_PASS) <= set(IMPORTANCE_TYPES)
     assert set(IN_PASS) <= set(REFERENCE_IMPORTANCE_TYPES)
     assert len(REFERENCE_IMPORTANCE_TYPES) == len(set(REFERENCE_IMPORTANCE_TYPES)) == 23
@@ -52,9 +39,8 @@ def _step(model, x, y, task, scale=3.0):
     """Forward (soft masks, recorded activations), CE backward, SGD step; StepContext."""
     torch.manual_seed(1)
     model.train()
-    model.current_train_task = task
-    model.gate_scale = scale
-    model.record_activations = True
+    step = model.begin_training(task, record_activations=True)
+    step.gate_scale = scale
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
     optimizer.zero_grad()
     loss = torch.nn.functional.cross_entropy(model(x, task), y)
@@ -65,8 +51,8 @@ def _step(model, x, y, task, scale=3.0):
         task=task,
         inputs=x,
         targets=y,
-        masks={k: m.detach() for k, m in model.last_masks.items()},
-        activations={k: a.detach() for k, a in model.last_activations.items()},
+        masks={k: m.detach() for k, m in step.masks.items()},
+        activations={k: a.detach() for k, a in step.activations.items()},
         gate_scale=scale,
     )
 

@@ -137,11 +137,11 @@ def test_hat_random_rate_is_one_minus_p_times_one_minus_u():
     with torch.no_grad():
         model.unit_state["fc0"].cumulative.copy_(torch.tensor([1.0, 1.0, 1.0, 0.0, 0.0, 0.0]))
     plugin = HATPlugin(adjustment_mode="hat_random")
-    plugin._prepare_rates(model)
+    plugin.engine.prepare(model)
     model.fc[0].weight.grad = torch.ones(6, 3)
     model.fc[0].bias.grad = torch.ones(6)
     torch.manual_seed(5)
-    plugin.adjust_gradients_()
+    plugin.engine.adjust_(plugin.signals)
     torch.manual_seed(5)  # the same draws, in the same order: weight, then bias
     u_weight, u_bias = torch.rand(6, 3), torch.rand(6)
     p = torch.tensor([1.0, 1.0, 1.0, 0.0, 0.0, 0.0])
@@ -161,7 +161,7 @@ def test_summative_mask_scheduler_sets_the_rates_of_the_third_task(digits):
                 model = strategy.model
                 seen["summative"] = {k: s.summative.clone() for k, s in model.unit_state.items()}
                 seen["importance"] = {k: s.summed_importance.clone() for k, s in model.unit_state.items()}
-                seen["entries"] = [m.clone() for _, m, _ in strategy.hat_plugin._entries]
+                seen["entries"] = [m.clone() for _, m, _ in strategy.hat_plugin.engine.entries]
 
     set_seed(0)
     model = HATMLP(64, (16, 8))

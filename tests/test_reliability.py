@@ -262,36 +262,57 @@ def test_checkpoint_in_process_round_trip_and_atomic_write(bench, tmp_path):
     assert start == 0
 
 
-def test_avalanche_save_checkpoint_works_after_package_import(bench, tmp_path):
-    """The package import repairs torch.optim so Avalanche's own function pickles optimizers."""
+def test_avalanche_save_checkpoint_works_after_prepare_checkpointing(bench, tmp_path, monkeypatch):
+    """``prepare_checkpointing()`` repairs torch.optim (globally) so Avalanche's own function
+    pickles optimizers; the package import does not (``tests/test_import_side_effects.py``).
+    The global repair is undone after this test."""
     from avalanche.checkpointing import maybe_load_checkpoint as av_load
     from avalanche.checkpointing import save_checkpoint as av_save
 
     import dill
 
-    assert not dill.settings["byref"]  # dill's global settings are left alone
-    strategy = _train(_strategy("AdaHAT", 0, bench), bench, n=1)
-    av_save(strategy, str(tmp_path / "av.ckpt"))
-    fresh, start = av_load(_strategy("AdaHAT", 1, bench), str(tmp_path / "av.ckpt"))
-    assert start == 1 and fresh.model.trained_tasks() == [0]
+    from avalanche_fgadahat import checkpoint
+
+    monkeypatch.setattr(checkpoint, "_prepared", checkpoint._prepared)  # restored afterwards
+    prepared = checkpoint.prepare_checkpointing()
+    try:
+        assert not dill.settings["byref"]  # dill's global settings are left alone
+        strategy = _train(_strategy("AdaHAT", 0, bench), bench, n=1)
+        av_save(strategy, str(tmp_path / "av.ckpt"))
+        fresh, start = av_load(_strategy("AdaHAT", 1, bench), str(tmp_path / "av.ckpt"))
+        assert start == 1 and fresh.model.trained_tasks() == [0]
+    finally:
+        for name in prepared:
+            delattr(torch.optim, name.rpartition(".")[2])
 
 
 def test_plugin_state_from_an_earlier_version_loads_and_trains(bench):
-    """A checkpoint written before ``layer_sparsity`` became a cached property (and before the
-    per-step caches existed) unpickles through ``__setstate__`` and trains the next task."""
+    """A checkpoint written by an earlier version (each setting its own attribute, the rate
+    entries as private fields, ``layer_sparsity`` a plain attribute, no per-step caches; the
+    model holding its per-step state as six attributes) unpickles through ``__setstate__``
+    and trains the next task."""
     strategy = _train(_strategy("FGAdaHAT", 0, bench), bench, n=1)
     plugin = strategy.hat_plugin
-    old_state = dict(plugin.__dict__)
-    old_state["layer_sparsity"] = old_state.pop("_layer_sparsity")
-    for name in ("_sparsity_pending", "_rate_groups", "_intensity_source", "_inverse_intensities"):
-        del old_state[name]
+    old_state = {k: v for k, v in plugin.__dict__.items()
+                 if k not in ("config", "rule", "engine", "signals", "accumulator")}
+    old_state.update(plugin.config.settings(), adjustment_mode="fgadahat", epsilon=plugin.epsilon,
+                     alpha=plugin.alpha, summing_parameter=None, task_position=plugin.rule.task_position,
+                     layer_sparsity=plugin.layer_sparsity, _entries=plugin.engine.entries,
+                     _constant_rates=None, _constant_capacity=None, _step_capacity=None)
     revived = type(plugin).__new__(type(plugin))
     revived.__setstate__(old_state)
+    assert revived.config == plugin.config and revived.rule.task_position == plugin.rule.task_position
     assert revived.layer_sparsity.keys() == plugin.layer_sparsity.keys()
+    assert revived.network_capacity() == plugin.network_capacity()
+    old_model = dict(strategy.model.__dict__, gate_scale=None, current_train_task=None, record_activations=False,
+                     last_masks={}, last_mask_flat=None, last_activations={})
+    del old_model["training_step"]
+    strategy.model.__setstate__(old_model)
+    assert strategy.model.training_step is None and "gate_scale" not in strategy.model.__dict__
     strategy.plugins[strategy.plugins.index(plugin)] = revived
     assert strategy.hat_plugin is revived
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         strategy.train(bench.train_stream[1])
     assert strategy.model.trained_tasks() == [0, 1]
-    assert revived._rate_groups and revived._intensity_source is revived.layer_sparsity
+    assert revived.engine.groups and revived.config == plugin.config

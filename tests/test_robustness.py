@@ -425,9 +425,9 @@ def test_unknown_replay_is_refused_at_its_first_batch_and_the_model_left_as_it_w
     with pytest.raises(ValueError, match=r"found \[0, 1\] at iteration 0.*mixes other tasks.*rolled back"):
         strategy.train(digits5.train_stream[1])
     assert _same_state(starts[0], model)
-    assert model.current_train_task is None and model.gate_scale is None and model.trained_tasks() == [0]
+    assert model.current_train_task is None and model.training_step is None and model.trained_tasks() == [0]
     plugin = next(p for p in strategy.plugins if isinstance(p, HATPlugin))
-    assert plugin.phase is ExperiencePhase.IDLE
+    assert plugin.phase is ExperiencePhase.ROLLED_BACK and plugin.phase.consistent
 
 
 def test_plain_template_rolls_back_an_error_raised_outside_the_plugin_at_the_next_train(digits5):
@@ -500,7 +500,7 @@ def test_deepcopy_of_the_model_during_training_works(digits5):
     strategy = HAT(model=model, optimizer=torch.optim.SGD(model.parameters(), lr=0.1), train_mb_size=128,
                    plugins=[Snapshot()], evaluator=_quiet())
     strategy.train(digits5.train_stream[0])
-    assert copies and copies[-1].last_mask_flat is None and model.trained_tasks() == [0]
+    assert copies and copies[-1].training_step.mask_flat is None and model.trained_tasks() == [0]
     assert torch.equal(copies[-1].fc[0].weight, model.fc[0].weight)
 
 
@@ -519,7 +519,7 @@ def test_an_error_in_another_plugins_before_training_exp_is_rolled_back_at_once(
     with pytest.raises(ValueError, match="while an experience is being trained"):
         strategy.train(digits5.train_stream[1])
     assert _same_state(recorder.starts[0], model) and model.current_train_task is None
-    assert strategy.hat_plugin.phase is ExperiencePhase.IDLE
+    assert strategy.hat_plugin.phase is ExperiencePhase.ROLLED_BACK and strategy.hat_plugin.phase.consistent
 
 
 def test_torch_compile_wrapper_is_refused_with_the_reason():

@@ -1,16 +1,20 @@
 """FG-AdaHAT's neuron-wise importances, their summing strategies and schedulers.
 
 Importing this package fills :data:`IMPORTANCE_TYPES`: ``in_pass`` registers the types
-computed from the training step's own tensors, ``attribution`` (when present) the
-Captum/ablation-based ones.
+computed from the training step's own tensors (:data:`IN_PASS_TYPES`), ``attribution`` the
+Captum/ablation-based ones (:data:`ATTRIBUTION_TYPES`).
 """
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
-
+# isort: off
+# in_pass before attribution: the import order is the order of IMPORTANCE_TYPES
 from . import in_pass, registry
+from . import attribution
+
+# isort: on
+from .attribution import ATTRIBUTION_TYPES
+from .in_pass import IN_PASS_TYPES
 from .normalize import min_max_normalize
 from .registry import (
     IMPORTANCE_TYPES,
@@ -22,17 +26,17 @@ from .registry import (
 from .schedulers import IMPORTANCE_SCHEDULERS
 from .summing import SUMMING_STRATEGIES, SummingStrategy
 
-if importlib.util.find_spec(f"{__name__}.attribution") is not None:
-    importlib.import_module(f"{__name__}.attribution")
-
 __all__ = [
+    "ATTRIBUTION_TYPES",
     "IMPORTANCE_SCHEDULERS",
     "IMPORTANCE_TYPES",
+    "IN_PASS_TYPES",
     "REFERENCE_IMPORTANCE_TYPES",
     "SUMMING_STRATEGIES",
     "ImportanceType",
     "StepContext",
     "SummingStrategy",
+    "attribution",
     "in_pass",
     "min_max_normalize",
     "register_importance",

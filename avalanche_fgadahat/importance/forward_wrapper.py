@@ -1,6 +1,6 @@
 """The training step's forward for one task, as a plain ``x → logits`` module.
 
-FG-AdaHAT's attribution importances (``attribution.py``) differentiate or ablate the
+FG-AdaHAT's attribution importances (the ``attribution`` package) differentiate or ablate the
 forward pass of the step that just ran. :class:`TaskForward` rebuilds it for the
 post-step weights:
 
@@ -16,7 +16,8 @@ signature had changed, see ``docs/deviations.md``).
 Captum's DeepLIFT and LRP walk ``nn.Module`` trees: every nonlinearity must be its own
 module used once, and (LRP) every leaf must have a propagation rule. The HAT backbones use
 functional ``torch.relu`` and AlexNet reuses one max-pool module three times. The
-``nonlinearity`` argument decides how the wrapper presents them:
+``nonlinearity`` argument decides how the wrapper presents them, from one traced forward
+(:func:`~.forward_trace.trace_forward`):
 
 * ``"plain"``: the forward as written (gradient methods and ablation need nothing more);
 * ``"modules"``: every ``relu`` call site is routed through its own ``nn.ReLU`` child
@@ -24,8 +25,8 @@ functional ``torch.relu`` and AlexNet reuses one max-pool module three times. Th
   per-call copy; the leaf modules the forward calls are registered as children. This is
   the module tree Captum's ``LayerDeepLift`` / ``LayerDeepLiftShap`` / ``LayerLRP`` need;
 * ``"rescale"``: the same elementwise call sites compute DeepLIFT's Rescale rule directly
-  in their backward (:func:`rescale_elementwise`, the formula of Captum's DeepLIFT hook),
-  for the batched DeepLIFT of ``attribution.py``; max-pools keep their gradient (DeepLIFT's
+  in their backward (:func:`~.deeplift_rescale.rescale_elementwise`, the formula of Captum's
+  DeepLIFT hook), for the batched DeepLIFT of ``attribution/deeplift.py``; max-pools keep their gradient (DeepLIFT's
   default for max-pooling, and what Captum 0.9 computes for a max-pool that follows a
   nonlinearity module — its own max-pool rule is then overwritten by the hook chain). The
   input must be ``cat([inputs, references])``.
@@ -40,69 +41,40 @@ from __future__ import annotations
 
 import contextlib
 import copy
-from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 from torch import nn
-from torch.overrides import TorchFunctionMode
 
 from .._validation import check_choice
 from ..models.base import HATBackbone
+from .deeplift_rescale import ELEMENTWISE_NONLINEAR_MODULES, rescale_elementwise
+from .forward_trace import RELU_FUNCTIONS, ForwardStructure, FunctionRouter, is_leaf_module, trace_forward
 
 NONLINEARITY_MODES = ("plain", "modules", "rescale")
 
-#: Captum DeepLIFT's threshold below which a Rescale multiplier falls back to the gradient.
-DEEPLIFT_EPSILON = 1e-10
-
-_RELU_FUNCTIONS = {torch.relu, F.relu, torch.Tensor.relu}
-_INPLACE_RELU_FUNCTIONS = {torch.relu_, F.relu_, torch.Tensor.relu_}
-_ADD_FUNCTIONS = {
-    torch.add,
-    torch.Tensor.add,
-    torch.Tensor.add_,
-    torch.Tensor.__add__,
-    torch.Tensor.__radd__,
-    torch.Tensor.__iadd__,
-}
-#: Functional nonlinearities that DeepLIFT / LRP would silently treat as linear.
-_FUNCTIONAL_NONLINEAR_NAMES = {
-    "sigmoid", "tanh", "gelu", "silu", "elu", "selu", "celu", "leaky_relu", "softplus",
-    "softmax", "log_softmax", "hardtanh", "relu6", "hardswish", "hardsigmoid", "mish",
-    "logsigmoid", "softsign", "threshold", "glu", "prelu", "max_pool1d", "max_pool2d",
-    "max_pool3d", "_max_pool1d", "_max_pool2d", "_max_pool3d", "max_pool1d_with_indices",
-    "max_pool2d_with_indices", "max_pool3d_with_indices", "adaptive_max_pool1d",
-    "adaptive_max_pool2d", "adaptive_max_pool3d",
-}
 #: Leaf modules that are the identity in eval mode; they are left out of the module tree.
 PASS_THROUGH_MODULES = (nn.Identity, nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout)
-#: Elementwise nonlinear modules that get DeepLIFT's Rescale rule (Captum's ``nonlinear``).
-ELEMENTWISE_NONLINEAR_MODULES = (nn.ReLU, nn.ELU, nn.LeakyReLU, nn.Sigmoid, nn.Tanh, nn.Softplus)
 
 
 # ---------------------------------------------------------------------------- eval mode
 @contextlib.contextmanager
 def attribution_mode(model: HATBackbone) -> Iterator[None]:
-    """Run ``model`` in eval mode without recording activations; restore both afterwards.
+    """Run ``model`` in eval mode; restore every module's ``training`` flag afterwards.
 
-    Eval mode makes the attribution passes deterministic (no dropout) and keeps per-task
-    BatchNorm statistics untouched by interpolated or ablated inputs. Every module's own
+    Eval mode makes the attribution passes deterministic (no dropout), keeps per-task
+    BatchNorm statistics untouched by interpolated or ablated inputs, and leaves the open
+    :class:`~avalanche_fgadahat.models.training_step.TrainingStep` as the training forward
+    wrote it (an eval-mode forward records no mask and no activation). Every module's own
     ``training`` flag is saved and restored, not just the root's.
     """
     flags = [(module, module.training) for module in model.modules()]
-    recording = model.record_activations
-    last_masks, last_activations = model.last_masks, model.last_activations
     model.eval()
-    model.record_activations = False
     try:
         yield
     finally:
         for module, flag in flags:
             module.training = flag
-        model.record_activations = recording
-        model.last_masks, model.last_activations = last_masks, last_activations
 
 
 # ---------------------------------------------------------------------------- layers
@@ -121,128 +93,6 @@ def attribution_layers(model: HATBackbone) -> dict[str, nn.Module]:
     if missing:
         raise ValueError(f"unit groups {missing} have no weighted layer in param_layouts")
     return {key: layers[key] for key in model.unit_sizes}
-
-
-# ---------------------------------------------------------------------------- DeepLIFT Rescale
-def _halves_difference(tensor: torch.Tensor) -> torch.Tensor:
-    first, second = tensor.chunk(2)
-    difference = first - second
-    return torch.cat([difference, difference])
-
-
-class _RescaleElementwise(torch.autograd.Function):
-    """``y = fn(z)`` whose backward is DeepLIFT's Rescale multiplier (Captum ``nonlinear``).
-
-    The batch is ``cat([inputs, references])``; for both halves the gradient becomes
-    ``grad · Δy / Δz`` with ``Δ = input half − reference half``, or the ordinary gradient
-    where ``|Δz| < 1e-10``.
-    """
-
-    @staticmethod
-    def forward(ctx, z: torch.Tensor, fn: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
-        ctx.fn = fn
-        ctx.save_for_backward(z)
-        return fn(z)
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor):
-        (z,) = ctx.saved_tensors
-        with torch.enable_grad():
-            leaf = z.detach().requires_grad_()
-            y = ctx.fn(leaf)
-            (plain,) = torch.autograd.grad(y, leaf, grad)
-        delta_in = _halves_difference(z)
-        delta_out = _halves_difference(y.detach())
-        return torch.where(delta_in.abs() < DEEPLIFT_EPSILON, plain, grad * delta_out / delta_in), None
-
-
-def rescale_elementwise(fn: Callable[[torch.Tensor], torch.Tensor], z: torch.Tensor) -> torch.Tensor:
-    """Apply ``fn`` with DeepLIFT's Rescale rule in the backward (see :class:`_RescaleElementwise`)."""
-    if z.shape[0] % 2:
-        raise ValueError("DeepLIFT rescale needs a batch of cat([inputs, references]) (even size)")
-    return _RescaleElementwise.apply(z, fn)
-
-
-# ---------------------------------------------------------------------------- tracing
-@dataclass
-class ForwardStructure:
-    """What one forward pass of a :class:`TaskForward` calls (found by :func:`trace_forward`)."""
-
-    relu_sites: int = 0
-    leaf_calls: list[nn.Module] = field(default_factory=list)
-    functional_nonlinearities: list[str] = field(default_factory=list)
-    activation_additions: int = 0
-    inplace_relu: bool = False
-
-    def call_counts(self) -> Counter:
-        """How many times the forward calls each leaf module (by ``id``)."""
-        return Counter(id(module) for module in self.leaf_calls)
-
-    def distinct_leaves(self) -> list[nn.Module]:
-        """The leaf modules the forward calls, each once, in first-call order."""
-        seen: dict[int, nn.Module] = {}
-        for module in self.leaf_calls:
-            seen.setdefault(id(module), module)
-        return list(seen.values())
-
-
-class _Router(TorchFunctionMode):
-    """Hands every torch function call of the forward to ``handler`` (mode off inside it)."""
-
-    def __init__(self, handler: Callable) -> None:
-        super().__init__()
-        self.handler = handler
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        return self.handler(func, args, kwargs or {})
-
-
-def _is_leaf(module: nn.Module) -> bool:
-    return next(iter(module.children()), None) is None
-
-
-@torch.no_grad()
-def trace_forward(forward: Callable[[torch.Tensor], torch.Tensor], model: nn.Module, x: torch.Tensor) -> ForwardStructure:
-    """Run ``forward(x)`` once and record its relu call sites, leaf-module calls, functional
-    nonlinearities outside leaf modules and additions of two activations (residuals)."""
-    structure = ForwardStructure()
-    depth = [0]
-    rows = x.shape[0]
-
-    def pre_hook(module, args):
-        structure.leaf_calls.append(module)
-        depth[0] += 1
-
-    def post_hook(module, args, output):
-        depth[0] -= 1
-
-    def handler(func, args, kwargs):
-        if func in _RELU_FUNCTIONS and depth[0] == 0:
-            if kwargs.get("inplace", False):
-                structure.inplace_relu = True
-            structure.relu_sites += 1
-        elif func in _INPLACE_RELU_FUNCTIONS and depth[0] == 0:
-            structure.inplace_relu = True
-        elif func in _ADD_FUNCTIONS and depth[0] == 0:
-            tensors = [a for a in args[:2] if isinstance(a, torch.Tensor)]
-            if len(tensors) == 2 and all(t.dim() >= 2 and t.shape[0] == rows for t in tensors):
-                structure.activation_additions += 1
-        elif depth[0] == 0 and getattr(func, "__name__", "") in _FUNCTIONAL_NONLINEAR_NAMES:
-            structure.functional_nonlinearities.append(func.__name__)
-        return func(*args, **kwargs)
-
-    handles = []
-    for module in model.modules():
-        if _is_leaf(module):
-            handles.append(module.register_forward_pre_hook(pre_hook))
-            handles.append(module.register_forward_hook(post_hook))
-    try:
-        with _Router(handler):
-            forward(x)
-    finally:
-        for handle in handles:
-            handle.remove()
-    return structure
 
 
 # ---------------------------------------------------------------------------- the wrapper
@@ -362,7 +212,7 @@ class TaskForward(nn.Module):
                 "that Captum's LayerLRP cannot give a rule; only relu is routed through modules"
             )
         supported = tuple(SUPPORTED_LAYERS_WITH_RULES) + tuple(SUPPORTED_NON_LINEAR_LAYERS)
-        unsupported = sorted({type(m).__name__ for m in self.modules() if m is not self and _is_leaf(m) and not isinstance(m, supported)})
+        unsupported = sorted({type(m).__name__ for m in self.modules() if m is not self and is_leaf_module(m) and not isinstance(m, supported)})
         if unsupported:
             raise NotImplementedError(
                 f"lrp_abs: {name} calls modules {unsupported} that Captum's LayerLRP has no rule for "
@@ -381,7 +231,7 @@ class TaskForward(nn.Module):
         return model.classifier(features)
 
     def _route(self, func, args, kwargs):
-        if func in _RELU_FUNCTIONS and self._depth == 0:
+        if func in RELU_FUNCTIONS and self._depth == 0:
             site = self._relu_counter
             self._relu_counter += 1
             if self.nonlinearity == "modules":
@@ -409,7 +259,7 @@ class TaskForward(nn.Module):
         for module, replacement in overrides.items():
             module.forward = replacement
         try:
-            with _Router(self._route):
+            with FunctionRouter(self._route):
                 logits = self._forward(x)
         finally:
             for module in overrides:

@@ -59,7 +59,7 @@ def activation_abs_mean(ctx: StepContext, key: str) -> torch.Tensor:
     if key not in ctx.activations:
         raise ValueError(
             f"no recorded activation for unit group {key!r}: the model must record "
-            "activations during training (model.record_activations = True)"
+            "activations during training (model.begin_training(task, record_activations=True))"
         )
     activation = ctx.activations[key].detach()
     dims = [d for d in range(activation.dim()) if d != 1]
@@ -78,6 +78,9 @@ def _reciprocal(value: torch.Tensor) -> torch.Tensor:
     return value.clamp_min(torch.finfo(value.dtype).tiny).reciprocal()
 
 
+_registered: list[str] = []
+
+
 def _register(
     name: str,
     short_name: str,
@@ -94,6 +97,7 @@ def _register(
     register_importance(
         name, short_name=short_name, formula=formula, needs_activations=needs_activations
     )(importance)
+    _registered.append(name)
 
 
 _w_in, _w_out = _inputs(weight_abs), _outputs(weight_abs)
@@ -143,3 +147,6 @@ _register(
     lambda ctx, key: _w_out(ctx, key) * activation_abs_mean(ctx, key) * _reciprocal(_w_in(ctx, key)),
     needs_activations=True,
 )
+
+#: The in-pass importance types, in registration order (the reference's order).
+IN_PASS_TYPES: tuple[str, ...] = tuple(_registered)

@@ -11,10 +11,22 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 
 from ..models.base import HATBackbone
+
+if TYPE_CHECKING:
+    from .attribution.settings import AttributionSettings
+
+
+def _default_attribution_settings() -> AttributionSettings:
+    # imported on first use: a module-level import would be circular (the attribution
+    # package imports this module to register its types)
+    from .attribution.settings import DEFAULT_SETTINGS
+
+    return DEFAULT_SETTINGS
 
 
 @dataclass
@@ -25,6 +37,11 @@ class StepContext:
     weights and ``.grad`` the step's adjusted gradients; ``inputs``, ``targets``,
     ``masks`` (soft training masks σ(s·e), detached) and ``activations`` (post-mask,
     post-ReLU, detached) come from the step's forward pass, before the update.
+
+    ``attribution_settings`` holds the hyperparameters of the attribution importances
+    (step counts, samples, rows per pass); the default is
+    :data:`~avalanche_fgadahat.importance.attribution.settings.DEFAULT_SETTINGS`, the
+    reference's. The in-pass importances ignore it.
     """
 
     model: HATBackbone
@@ -34,7 +51,7 @@ class StepContext:
     masks: dict[str, torch.Tensor]
     activations: dict[str, torch.Tensor]
     gate_scale: float
-    cache: dict = field(default_factory=dict)
+    attribution_settings: AttributionSettings = field(default_factory=_default_attribution_settings)
 
 
 ImportanceFunction = Callable[[StepContext], dict[str, torch.Tensor]]
@@ -63,8 +80,9 @@ class ImportanceType:
 IMPORTANCE_TYPES: dict[str, ImportanceType] = {}
 
 #: The 23 ``importance_type`` names of the reference (CLArena ``FGAdaHAT``), in its order.
-#: ``in_pass.py`` registers the 13 computed from the training step's own tensors,
-#: ``attribution.py`` the 10 that need extra forward/backward passes (Captum, ablation).
+#: ``in_pass.py`` registers the 13 computed from the training step's own tensors
+#: (``in_pass.IN_PASS_TYPES``), the ``attribution`` package the 10 that need extra
+#: forward/backward passes (Captum, ablation; ``attribution.ATTRIBUTION_TYPES``).
 REFERENCE_IMPORTANCE_TYPES: tuple[str, ...] = (
     "input_weight_abs_sum",
     "output_weight_abs_sum",

@@ -1,7 +1,7 @@
 """The end-of-experience learning diagnostics as Avalanche metrics.
 
 After each training experience the HAT-family plugin holds an
-:class:`~avalanche_fgadahat.plugins.diagnostics.ExperienceReport` (``plugin.last_report``);
+:class:`~avalanche_fgadahat.diagnostics.ExperienceReport` (``plugin.last_report``);
 :class:`LearningDiagnosticsMetric` emits its numbers, in the train phase, at
 ``x = clock.train_iterations``, under Avalanche-style names with the task and experience:
 

@@ -16,8 +16,9 @@ A :class:`HATBackbone` is an Avalanche ``MultiTaskModule``. It owns
 
 Which mask a forward pass uses (:meth:`HATBackbone.masks_for_task`):
 
-* the task being trained, in train mode with a gate scale set by the plugin: the soft
-  mask ``σ(s·e)`` (kept in ``last_masks`` for the regulariser);
+* the task being trained (an open :class:`~.training_step.TrainingStep`), in train mode
+  with the step's gate scale set by the plugin: the soft mask ``σ(s·e)`` (the forward
+  writes it into the step, for the regulariser);
 * the task being trained, otherwise (e.g. a periodic eval): ``1[e > 0]``;
 * a trained task: its stored binary mask (``task_positions[t]`` = 1-based training
   position of task label t, 0 if untrained);
@@ -48,6 +49,7 @@ from ..masking.gate import binary_mask, soft_mask
 from ..masking.layout import ParamLayout
 from .heads import check_state_dict_fits, restore_heads_
 from .state import UnitGroupState
+from .training_step import TrainingStep
 
 
 def _normal(e: torch.Tensor) -> None:
@@ -91,12 +93,8 @@ class HATBackbone(MultiTaskModule):
     def __init__(self, *, multihead: bool = True) -> None:
         super().__init__()
         self.multihead = bool(multihead)
-        self.gate_scale: float | None = None
-        self.current_train_task: int | None = None
-        self.record_activations = False
-        self.last_masks: dict[str, torch.Tensor] = {}
-        self.last_mask_flat: torch.Tensor | None = None
-        self.last_activations: dict[str, torch.Tensor] = {}
+        #: the open training step (``None`` between experiences): the only per-step state
+        self.training_step: TrainingStep | None = None
         self._warned_untrained: set[int] = set()
 
     # ------------------------------------------------------------------ construction
@@ -140,6 +138,21 @@ class HATBackbone(MultiTaskModule):
                 "supported masked layers are nn.Linear and nn.Conv2d registered in the model's "
                 "param_layouts (per-task BatchNorm via PerTaskBatchNorm2d)"
             )
+
+    # ------------------------------------------------------------------ training steps
+    def begin_training(self, task: int, *, record_activations: bool = False) -> TrainingStep:
+        """Open the :class:`~.training_step.TrainingStep` of ``task`` (start of its experience)."""
+        self.training_step = TrainingStep(task=int(task), record_activations=bool(record_activations))
+        return self.training_step
+
+    def end_training(self) -> None:
+        """Close the training step (end of the experience, or its rollback)."""
+        self.training_step = None
+
+    @property
+    def current_train_task(self) -> int | None:
+        """The task label being trained, ``None`` between experiences."""
+        return None if self.training_step is None else self.training_step.task
 
     # ------------------------------------------------------------------ task bookkeeping
     def trained_tasks(self) -> list[int]:
@@ -216,12 +229,14 @@ class HATBackbone(MultiTaskModule):
         self.task_positions[task] = position
         return masks
 
-    def __getstate__(self) -> dict:
-        """Pickle and ``copy.deepcopy`` without the last training step's tensors (soft masks,
-        activations): they belong to that step's autograd graph, which cannot be copied."""
-        state = dict(super().__getstate__() if hasattr(super(), "__getstate__") else self.__dict__)
-        state.update(last_masks={}, last_mask_flat=None, last_activations={})
-        return state
+    def __setstate__(self, state: dict) -> None:
+        """Load a model pickled before the per-step state became one object (an Avalanche
+        checkpoint of an earlier version, saved between experiences)."""
+        for old in ("gate_scale", "current_train_task", "record_activations", "last_masks",
+                    "last_mask_flat", "last_activations"):
+            state.pop(old, None)
+        state.setdefault("training_step", None)
+        super().__setstate__(state)
 
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
         """PyTorch's ``load_state_dict`` after a shape check that changes nothing on failure.
@@ -240,12 +255,11 @@ class HATBackbone(MultiTaskModule):
 
     # ------------------------------------------------------------------ forward
     def masks_for_task(self, task: int) -> dict[str, torch.Tensor]:
-        """The per-unit-group masks a forward pass of ``task`` uses (see module doc)."""
-        if task == self.current_train_task:
-            if self.training and self.gate_scale is not None:
-                flat = soft_mask(self.task_embeddings, self.gate_scale)
-                self.last_mask_flat = flat
-                return self.split_units(flat)
+        """The per-unit-group masks a forward pass of ``task`` uses (see module doc); no side effect."""
+        step = self.training_step
+        if step is not None and task == step.task:
+            if self.training and step.gate_scale is not None:
+                return self.split_units(soft_mask(self.task_embeddings, step.gate_scale))
             return self.split_units(binary_mask(self.task_embeddings))
         if self.is_trained(task):
             return self.stored_masks(task)
@@ -288,8 +302,10 @@ class HATBackbone(MultiTaskModule):
         return conv._conv_forward(x, weight, bias)
 
     def _record(self, key: str, activation: torch.Tensor) -> None:
-        if self.record_activations and self.training:
-            self.last_activations[key] = activation
+        """Record a masked layer's activation into the open training step, when it asks."""
+        step = self.training_step
+        if step is not None and step.record_activations and self.training:
+            step.activations[key] = activation
 
     def forward_features(self, x: torch.Tensor, masks: Mapping[str, torch.Tensor], task: int) -> torch.Tensor:
         """The masked body: ``x`` (batch first) → features ``(B, feature_size)``, every masked
@@ -300,9 +316,13 @@ class HATBackbone(MultiTaskModule):
         """Logits ``(B, classes of the task's head)`` of one task: its masks
         (:meth:`masks_for_task`), the body, then its head (or the shared head)."""
         task = int(task_label)
-        masks = self.masks_for_task(task)
-        if self.training and task == self.current_train_task:
-            self.last_masks = masks
+        step = self.training_step
+        if self.training and step is not None and task == step.task and step.gate_scale is not None:
+            flat = soft_mask(self.task_embeddings, step.gate_scale)
+            masks = self.split_units(flat)
+            step.masks, step.mask_flat = masks, flat
+        else:
+            masks = self.masks_for_task(task)
         features = self.forward_features(x, masks, task)
         if self.multihead:
             return self.classifier(features, task)
@@ -323,8 +343,8 @@ class HATBackbone(MultiTaskModule):
             task_labels = int(task_labels)
         if isinstance(task_labels, int):
             return self.forward_single_task(x, task_labels)
-        if self.training and self.current_train_task is not None:
-            task = self.current_train_task
+        if self.training and self.training_step is not None:
+            task = self.training_step.task
             if bool((task_labels != task).any()):
                 raise MixedTaskBatchError(task, sorted(set(task_labels.tolist())))
             return self.forward_single_task(x, task)

@@ -4,8 +4,8 @@ end-of-``train()`` warnings point.
 A plugin is ``IDLE`` between experiences, ``TRAINING`` from ``before_training_exp`` until
 the task's mask is stored, then ``FINISHING`` until Avalanche's clock has counted the
 experience (``after_training``, or the next ``before_training_exp``). Checkpoints are
-consistent only in ``IDLE`` (``checkpoint.py``); an error while ``TRAINING`` rolls the
-experience back to ``IDLE`` (``rollback.py``).
+consistent only in ``IDLE`` and ``ROLLED_BACK`` (``checkpoint.py``); an error while
+``TRAINING`` rolls the experience back (``rollback.py``) to ``ROLLED_BACK``.
 """
 
 from __future__ import annotations
@@ -30,11 +30,19 @@ class ExperiencePhase(enum.Enum):
 
     ``IDLE`` → (``before_training_exp``) ``TRAINING`` → (``after_training_exp``: mask stored)
     ``FINISHING`` → (``after_training`` or the next ``before_training_exp``) ``IDLE``;
-    an error while ``TRAINING`` rolls the experience back to ``IDLE``. A checkpoint is
-    consistent only in ``IDLE``: in ``FINISHING`` the task is stored but Avalanche's clock
-    (the last plugin) has not yet counted the experience.
+    an error while ``TRAINING`` rolls the experience back: ``ROLLED_BACK`` (the model is as
+    at the start of that experience, the task not stored; the next ``train()`` call starts
+    again from ``IDLE``). A checkpoint is consistent in ``IDLE`` and ``ROLLED_BACK``: in
+    ``FINISHING`` the task is stored but Avalanche's clock (the last plugin) has not yet
+    counted the experience.
     """
 
     IDLE = "idle"
     TRAINING = "training"
     FINISHING = "finishing"
+    ROLLED_BACK = "rolled_back"
+
+    @property
+    def consistent(self) -> bool:
+        """Whether a checkpoint taken now is consistent (no experience half-done)."""
+        return self in (ExperiencePhase.IDLE, ExperiencePhase.ROLLED_BACK)

@@ -42,10 +42,10 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .._validation import check_number
-from ..masking.broadcast import broadcast
-from ..masking.gate import binary_mask
-from ..models.base import HATBackbone
+from ._validation import check_number
+from .masking.broadcast import broadcast
+from .masking.gate import binary_mask
+from .models.base import HATBackbone
 
 
 class HATDiagnosticWarning(UserWarning):

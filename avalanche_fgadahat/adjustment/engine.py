@@ -1,0 +1,137 @@
+"""The one rate engine: broadcast a rule's measure once per experience, apply it every step.
+
+At the start of an experience :meth:`RateEngine.prepare` broadcasts the rule's per-unit
+measure to every masked-layer parameter (weights, existing biases; ``masking.broadcast``),
+folds in the rule's per-parameter factors, and evaluates the rates once when the rule does
+not depend on the step. Every training step :meth:`RateEngine.adjust_` multiplies the
+gradients by the rates in place: constant rates in one ``torch._foreach_mul_``; per-step
+rules with a list form a group of parameters at a time (a group's temporaries never exceed
+the largest parameter); other per-step rules one parameter at a time.
+
+:meth:`RateEngine.capacity` is AdaHAT's network capacity (Wang et al. 2024, Sec. 4.3): the
+mean rate over every masked-layer parameter (under ``hat``, the fraction still free).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..masking.broadcast import broadcast
+from ..models.base import HATBackbone
+from .base import AdjustmentRule, StepSignals
+
+#: ``(parameter, per-parameter measure P, output unit group)``
+Entry = tuple[torch.nn.Parameter, torch.Tensor, str]
+
+
+def groups_up_to_largest(sizes: list[int]) -> list[list[int]]:
+    """Consecutive index groups whose total size stays within the largest single size."""
+    limit, groups, total = max(sizes, default=0), [], 0
+    for index, size in enumerate(sizes):
+        if not groups or total + size > limit:
+            groups.append([])
+            total = 0
+        groups[-1].append(index)
+        total += size
+    return groups
+
+
+def mean_rate(rates: list[torch.Tensor]) -> float:
+    """Mean over every element of ``rates`` (one host synchronisation); 1.0 if empty."""
+    count = sum(r.numel() for r in rates)
+    if count == 0:
+        return 1.0
+    total = torch.stack([r.sum(dtype=torch.float32) for r in rates]).sum()
+    return float(total) / count
+
+
+class RateEngine:
+    """Applies one :class:`~.base.AdjustmentRule` to a model's masked-layer gradients.
+
+    :param rule: the rule (it carries its own parameters).
+
+    State (one experience): ``entries`` (:data:`Entry` per parameter, weights then bias per
+    layout), ``constant_rates`` (rules that do not read the step, else ``None``), ``groups``.
+    """
+
+    def __init__(self, rule: AdjustmentRule) -> None:
+        self.rule = rule
+        self.entries: list[Entry] = []
+        self.constant_rates: list[torch.Tensor] | None = None
+        self.groups: list[list[int]] = []
+        self.constant_capacity: float | None = None
+        self.step_capacity: float | None = None
+
+    def prepare(self, model: HATBackbone) -> None:
+        """Start of an experience: broadcast the measure once; evaluate constant rates once."""
+        rule = self.rule
+        self.entries, self.constant_rates, self.groups = [], None, []
+        self.constant_capacity = self.step_capacity = None
+        rule.prepare(model)
+        if rule.measure is None:
+            self.constant_capacity = 1.0
+            return
+        unit = rule.unit_measure(model)
+        for layout in model.param_layouts:
+            weight_measure, bias_measure = broadcast(layout, unit, rule.aggregation)
+            self.entries.append((layout.weight, weight_measure.contiguous(), layout.out_key))
+            if bias_measure is not None:
+                self.entries.append((layout.bias, bias_measure, layout.out_key))
+        factors = rule.parameter_factors(model)
+        if factors is not None:
+            if len(factors) != len(self.entries):
+                raise RuntimeError("the rule's parameter factors do not match the broadcast parameter entries")
+            self.entries = [(param, (measure * factor).contiguous(), key)
+                            for (param, measure, key), factor in zip(self.entries, factors)]
+        self.groups = groups_up_to_largest([m.numel() for _, m, _ in self.entries])
+        if not rule.per_step:
+            signals = StepSignals()
+            self.constant_rates = [rule.rate(m, k, signals) for _, m, k in self.entries]
+            self.constant_capacity = mean_rate(self.constant_rates)
+
+    def frozen_rates(self) -> list[tuple[torch.nn.Parameter, torch.Tensor]]:
+        """``(parameter, constant rate)`` pairs (empty for per-step rules)."""
+        if self.constant_rates is None:
+            return []
+        return [(param, rate) for (param, _, _), rate in zip(self.entries, self.constant_rates)]
+
+    def new_step(self) -> None:
+        """A new training step began: forget the last step's capacity."""
+        self.step_capacity = None
+
+    def adjust_(self, signals: StepSignals) -> None:
+        """Multiply every masked-layer gradient by its rate, in place."""
+        if self.constant_rates is not None:
+            grads, rates = [], []
+            for (param, _, _), rate in zip(self.entries, self.constant_rates):
+                if param.grad is not None:
+                    grads.append(param.grad)
+                    rates.append(rate)
+            if grads:
+                torch._foreach_mul_(grads, rates)
+            return
+        rule = self.rule
+        if not rule.has_list_form:
+            for param, measure, key in self.entries:
+                if param.grad is not None:
+                    param.grad.mul_(rule.rate(measure, key, signals))
+            return
+        for group in self.groups:
+            live = [self.entries[i] for i in group if self.entries[i][0].grad is not None]
+            if live:
+                rule.adjust_([p.grad for p, _, _ in live], [m for _, m, _ in live], [k for _, _, k in live], signals)
+
+    def capacity(self, signals: StepSignals) -> float:
+        """Mean rate over every masked-layer parameter; per-step rules use the last step's
+        signals, computed once per step (``hat_random``: one fresh draw). 1.0 before the
+        first experience."""
+        if self.constant_capacity is not None:
+            return self.constant_capacity
+        if not self.entries:
+            return 1.0
+        if self.step_capacity is None:
+            rule = self.rule
+            with torch.no_grad():
+                rates = [torch.as_tensor(rule.rate(m, k, signals)).expand_as(m) for _, m, k in self.entries]
+            self.step_capacity = mean_rate(rates)
+        return self.step_capacity

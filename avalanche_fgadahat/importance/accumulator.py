@@ -1,0 +1,97 @@
+"""FG-AdaHAT's importance accumulation: per step, per task, and the summing across tasks.
+
+* after every ``optimizer.step()`` (CLArena's ``on_train_batch_end``): raw ``u_l`` from the
+  importance type (``registry.py``) → min-max normalised (``normalize.py``) → ``× σ(s·e_l)``
+  (the step's soft training mask, detached) when ``step_multiply_training_mask`` → added in
+  place to the model buffer ``importance_step_sum``; the buffer ``importance_steps`` counts
+  the steps (:meth:`ImportanceAccumulator.accumulate_`);
+* at the end of the task, after its mask is stored: ``I^t = mean over steps + b_I``,
+  ``× 1[e^t > 0]`` when ``filter_unmasked_importance``, stored in ``task_importances[t]``;
+  ``summed_importance`` ← the summing strategy (``summing.py``) over the tasks' importances in
+  training order; the accumulator and the counter are reset (:meth:`ImportanceAccumulator.finalize_`).
+
+Everything lives in model buffers, so ``state_dict`` and Avalanche checkpoints carry it.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..models.base import HATBackbone
+from .lookup import resolve_importance_type
+from .normalize import min_max_normalize_all
+from .registry import ImportanceType, StepContext
+from .summing import SUMMING_STRATEGIES
+
+
+class ImportanceAccumulator:
+    """Accumulates one importance type into a model's buffers (see module doc).
+
+    :param importance_type: a registered importance type's full name.
+    :param summing_strategy: a name of ``SUMMING_STRATEGIES``; ``summing_parameter`` its parameter.
+    :param base_importance: ``b_I`` added to every finalised importance.
+    :param filter_unmasked_importance: zero ``I^t`` on units the task's binary mask drops.
+    :param step_multiply_training_mask: multiply each step's normalised importance by the soft mask.
+    """
+
+    def __init__(self, importance_type: str, summing_strategy: str, summing_parameter: float | None,
+                 base_importance: float, filter_unmasked_importance: bool,
+                 step_multiply_training_mask: bool) -> None:
+        self.importance_type = importance_type
+        self.summing_strategy = summing_strategy
+        self.summing_parameter = summing_parameter
+        self.base_importance = base_importance
+        self.filter_unmasked_importance = filter_unmasked_importance
+        self.step_multiply_training_mask = step_multiply_training_mask
+
+    @property
+    def importance(self) -> ImportanceType:
+        """The registered importance type (looked up, so the accumulator pickles by name)."""
+        return resolve_importance_type(self.importance_type)
+
+    @staticmethod
+    @torch.no_grad()
+    def reset_(model: HATBackbone) -> None:
+        """Zero every ``importance_step_sum`` and the step counter."""
+        for state in model.unit_state.values():
+            state.importance_step_sum.zero_()
+        model.importance_steps.zero_()
+
+    def accumulate_(self, model: HATBackbone, ctx: StepContext) -> None:
+        """Add this step's normalised (and mask-weighted) importance to the model buffers.
+
+        :raises RuntimeError: if the importance type returns a wrong shape for a unit group.
+        """
+        raw = self.importance.function(ctx)
+        states = model.unit_state
+        for key, state in states.items():
+            if key not in raw or raw[key].shape != state.importance_step_sum.shape:
+                got = None if key not in raw else tuple(raw[key].shape)
+                raise RuntimeError(
+                    f"importance type {self.importance_type!r} returned shape {got} for unit "
+                    f"group {key!r}; expected ({state.num_units},)"
+                )
+        with torch.no_grad():
+            sums = [state.importance_step_sum for state in states.values()]
+            steps = min_max_normalize_all([raw[key].detach().to(total.dtype) for key, total in zip(states, sums)])
+            if self.step_multiply_training_mask:
+                torch._foreach_mul_(steps, [ctx.masks[key].detach() for key in states])
+            torch._foreach_add_(sums, steps)
+            model.importance_steps.add_(1)
+
+    @torch.no_grad()
+    def finalize_(self, model: HATBackbone, task: int) -> None:
+        """``I^t``, its storage and the summing strategy; runs after ``commit_task(task)``."""
+        steps = model.importance_steps.clamp_min(1)
+        strategy = SUMMING_STRATEGIES[self.summing_strategy]
+        order = model.trained_tasks()
+        for state in model.unit_state.values():
+            importance = state.importance_step_sum / steps.to(state.importance_step_sum.dtype)
+            importance = importance + self.base_importance
+            if self.filter_unmasked_importance:
+                importance = importance * state.task_masks[task]
+            state.grow_(task + 1)
+            state.task_importances[task] = importance
+            history = [state.task_importances[k] for k in order]
+            state.summed_importance.copy_(strategy.combine(state.summed_importance, history, self.summing_parameter))
+        self.reset_(model)
