@@ -27,7 +27,7 @@ from ._validation import check_choice, check_flag, check_number
 from .diagnostics import LearningDiagnostics
 from .importance.attribution.settings import DEFAULT_SETTINGS, AttributionSettings
 from .importance.lookup import resolve_importance_type
-from .importance.schedulers import IMPORTANCE_SCHEDULERS
+from .adjustment.schedulers import IMPORTANCE_SCHEDULERS
 from .importance.summing import STRATEGY_PARAMETERS, SUMMING_STRATEGIES
 from .masking.broadcast import AGGREGATIONS
 from .masking.regularizer import MASK_SPARSITY_REG_MODES

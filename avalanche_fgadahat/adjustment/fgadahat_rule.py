@@ -6,7 +6,7 @@ parameter is ``a = α / (c_l · P + α)`` with
 * ``P = Agg(I^{<t}_l[i], I^{<t}_{l−1}[j])`` for weights (``aggregation`` ∈ min/max/mean of
   ``masking.broadcast``), ``I^{<t}_l[i]`` for biases and first-layer weights, optionally
   ``× min(M_l[i], M_{l−1}[j])`` (``filter_by_cumulative_mask``);
-* ``c_l = (R_l + b_R) · L``, ``L`` the scheduler's linear term (``importance/schedulers.py``),
+* ``c_l = (R_l + b_R) · L``, ``L`` the scheduler's linear term (``adjustment/schedulers.py``),
   ``R_l`` the current batch's mask sparsity.
 
 ``a = 1 / (1 + P·L · (R_l + b_R) / α)``: AdaHAT's soft rate with ``ε = b_R`` and ``P·L`` in
@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import torch
 
-from ..importance.schedulers import IMPORTANCE_SCHEDULERS
+from .schedulers import IMPORTANCE_SCHEDULERS
 from ..masking.broadcast import broadcast
 from ..models.base import HATBackbone
 from .adahat_rules import AdaHATRule

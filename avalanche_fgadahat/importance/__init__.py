@@ -23,7 +23,7 @@ from .registry import (
     StepContext,
     register_importance,
 )
-from .schedulers import IMPORTANCE_SCHEDULERS
+from ..adjustment.schedulers import IMPORTANCE_SCHEDULERS
 from .summing import SUMMING_STRATEGIES, SummingStrategy
 
 __all__ = [
