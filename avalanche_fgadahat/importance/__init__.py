@@ -14,6 +14,7 @@ from . import attribution
 
 # isort: on
 from .attribution import ATTRIBUTION_TYPES
+from .attribution.settings import AttributionSettings
 from .in_pass import IN_PASS_TYPES
 from .normalize import min_max_normalize
 from .registry import (
@@ -28,6 +29,7 @@ from .summing import SUMMING_STRATEGIES, SummingStrategy
 
 __all__ = [
     "ATTRIBUTION_TYPES",
+    "AttributionSettings",
     "IMPORTANCE_SCHEDULERS",
     "IMPORTANCE_TYPES",
     "IN_PASS_TYPES",
