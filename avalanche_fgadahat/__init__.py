@@ -1,4 +1,9 @@
-"""avalanche-fgadahat: HAT, AdaHAT and FG-AdaHAT for Avalanche."""
+"""avalanche-fgadahat: HAT, AdaHAT and FG-AdaHAT for Avalanche.
+
+Importing the package changes no other library's state (no patching of torch, dill or the
+global warning filters). The research harness ``avalanche_fgadahat.experiments`` is not
+imported here and is not library API.
+"""
 
 import warnings as _warnings
 
@@ -11,19 +16,23 @@ with _warnings.catch_warnings():
 
 from .plugins import AdaHATPlugin, FGAdaHATPlugin, HATPlugin
 from .strategies import HAT, AdaHAT, FGAdaHAT
+from .config import AdaHATConfig, FGAdaHATConfig, HATConfig
 
-# Importing checkpoint re-attaches torch.optim's submodules so that Avalanche's dill-based
-# save_checkpoint works on this torch (see avalanche_fgadahat/checkpoint.py).
+# ``checkpoint`` has no import-time effect on torch or dill: its save/load functions repair
+# pickling for the duration of each call (see avalanche_fgadahat/checkpoint.py).
 from . import checkpoint  # noqa: E402,F401
 from .determinism import set_seed  # noqa: E402
 from .figures import plot_masks, save_mask_figure
 from .metrics import MetricsCSVLogger, hat_capacity_metrics, hat_diagnostic_metrics, hat_mask_metrics
-from .plugins.diagnostics import HATDiagnosticWarning, LearningDiagnostics
+from .diagnostics import HATDiagnosticWarning, LearningDiagnostics
 
 __version__ = "0.1.0"
 
 __all__ = [
     "AdaHAT",
+    "AdaHATConfig",
+    "FGAdaHATConfig",
+    "HATConfig",
     "AdaHATPlugin",
     "FGAdaHAT",
     "FGAdaHATPlugin",

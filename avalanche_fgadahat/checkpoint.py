@@ -15,16 +15,20 @@ clock, and the state of the global RNGs. Resuming in a new process is::
 ``strategy.optimizer`` and ``strategy.plugins`` are the checkpoint's objects: re-fetch
 them from the strategy (``strategy.hat_plugin``), never use variables held from before.
 
-**The pickling fix.** On this torch, ``torch/optim/__init__.py`` deletes its submodule
-attributes (``del sgd, adam, ...``), so dill cannot find ``torch.optim.sgd.SGD`` by
-reference, pickles the class by value, reaches an unpicklable ``typing_extensions``
-sentinel and Avalanche's ``save_checkpoint`` fails for every strategy. Importing
-``avalanche_fgadahat`` re-attaches those submodules to ``torch.optim``
-(:func:`repair_torch_optim_references`), restoring the normal package layout; Avalanche's
-own functions then work unchanged. We do not set ``dill.settings["byref"] = True``: that
-global switch also makes dill pickle classes of the user's ``__main__`` (e.g. a custom
-plugin defined in the training script) by reference, which cannot be loaded from another
-script.
+**The pickling repair, applied where checkpoints are written and read.** On this torch,
+``torch/optim/__init__.py`` deletes its submodule attributes (``del sgd, adam, ...``), so
+dill cannot find ``torch.optim.sgd.SGD`` by reference, pickles the class by value, reaches
+an unpicklable ``typing_extensions`` sentinel and Avalanche's ``save_checkpoint`` fails
+for every strategy. :func:`save_checkpoint` and :func:`maybe_load_checkpoint` re-attach
+the imported submodules to ``torch.optim`` for the duration of the call only and remove
+them again afterwards, so ``torch.optim`` and dill are left exactly as they were; importing
+this package changes neither. To call Avalanche's own ``save_checkpoint`` /
+``maybe_load_checkpoint`` instead, call :func:`prepare_checkpointing` once first: that
+repair is global and stays for the rest of the process (it sets back the attributes
+``torch.optim`` held before its ``__init__`` deleted them; nothing else). We do not set
+``dill.settings["byref"] = True``, not even for the duration of a call: that switch makes
+dill pickle classes of the user's ``__main__`` (e.g. a custom plugin defined in the
+training script) by reference, which cannot be loaded from another script.
 
 **The wrappers** below have Avalanche's signatures and add:
 
@@ -39,11 +43,13 @@ script.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import importlib
 import os
 import sys
-from collections.abc import Collection
+import threading
+from collections.abc import Collection, Iterator
 from typing import Any, TypeVar
 
 from avalanche import checkpointing as _avalanche
@@ -56,22 +62,66 @@ from .plugins.hat import ExperiencePhase, HATPlugin
 S = TypeVar("S")
 
 
-def repair_torch_optim_references() -> list[str]:
-    """Re-attach imported ``torch.optim.<submodule>`` modules to ``torch.optim``.
+_repair_lock = threading.Lock()
+_repair_users = 0  # save/load calls in progress (any thread) that rely on the repair
+_repair_attached: list[str] = []  # leaves attached by those calls, removed by the last one
+_prepared = False  # prepare_checkpointing() was called: the repair is permanent
 
-    Returns the names re-attached (empty when nothing was missing). Idempotent.
-    """
+
+def _attach_torch_optim_submodules() -> list[str]:
+    """Set ``torch.optim.<leaf>`` for every imported ``torch.optim.<leaf>`` module missing it."""
     optim = importlib.import_module("torch.optim")
-    repaired = []
+    attached = []
     for name, module in list(sys.modules.items()):
         parent, _, leaf = name.rpartition(".")
         if parent == "torch.optim" and module is not None and not hasattr(optim, leaf):
             setattr(optim, leaf, module)
-            repaired.append(name)
-    return repaired
+            attached.append(leaf)
+    return attached
 
 
-repair_torch_optim_references()
+@contextlib.contextmanager
+def _torch_optim_repaired() -> Iterator[None]:
+    """The pickling repair (module doc) for the duration of a ``with`` block.
+
+    On exit, the attributes the block attached are removed again (unless
+    :func:`prepare_checkpointing` made the repair permanent meanwhile, or another thread's
+    save/load still runs: the last one out removes them), so ``torch.optim`` is left as it
+    was found. An attribute rebound to another object during the block is left alone.
+    """
+    global _repair_users
+    with _repair_lock:
+        _repair_attached.extend(_attach_torch_optim_submodules())  # empty when already repaired
+        _repair_users += 1
+    try:
+        yield
+    finally:
+        with _repair_lock:
+            _repair_users -= 1
+            if _repair_users == 0:
+                if not _prepared:
+                    optim = sys.modules["torch.optim"]
+                    for leaf in _repair_attached:
+                        if getattr(optim, leaf, None) is sys.modules.get(f"torch.optim.{leaf}"):
+                            delattr(optim, leaf)
+                _repair_attached.clear()
+
+
+def prepare_checkpointing() -> list[str]:
+    """Make Avalanche's own ``save_checkpoint`` / ``maybe_load_checkpoint`` work on this torch.
+
+    **Global and permanent:** re-attaches every imported ``torch.optim.<submodule>`` to
+    ``torch.optim`` for the rest of the process (module doc); ``dill.settings`` are not
+    touched. Not needed with this module's :func:`save_checkpoint` /
+    :func:`maybe_load_checkpoint`, which apply the repair for the duration of the call only.
+    Idempotent; returns the ``torch.optim.<name>`` modules re-attached by this call (empty
+    when nothing was missing).
+    """
+    global _prepared
+    with _repair_lock:
+        _prepared = True
+        attached = _attach_torch_optim_submodules()
+    return [f"torch.optim.{leaf}" for leaf in attached]
 
 
 def _hat_plugin(strategy: Any, what: str) -> HATPlugin:
@@ -100,7 +150,10 @@ def _not_between_experiences(plugin: HATPlugin) -> str | None:
 
 
 def save_checkpoint(strategy: Any, fname: str | os.PathLike, exclude: Collection[str] | None = None) -> None:
-    """Avalanche's ``save_checkpoint``, written atomically; call it between experiences."""
+    """Avalanche's ``save_checkpoint``, written atomically; call it between experiences.
+
+    Applies the pickling repair for the duration of the call only (module doc).
+    """
     problem = _not_between_experiences(_hat_plugin(strategy, "the strategy"))
     if problem is not None:
         raise ValueError(
@@ -108,11 +161,11 @@ def save_checkpoint(strategy: Any, fname: str | os.PathLike, exclude: Collection
             "tasks: call it after strategy.train(experience) has returned (or from an "
             "after_training callback)"
         )
-    repair_torch_optim_references()
     fname = os.fspath(fname)
     temporary = f"{fname}.tmp-{os.getpid()}"
     try:
-        _avalanche.save_checkpoint(strategy, temporary, exclude=exclude)
+        with _torch_optim_repaired():
+            _avalanche.save_checkpoint(strategy, temporary, exclude=exclude)
         os.replace(temporary, fname)
     finally:
         if os.path.exists(temporary):
@@ -157,6 +210,8 @@ def maybe_load_checkpoint(
 ) -> tuple[S, int]:
     """Avalanche's ``maybe_load_checkpoint`` after compatibility checks (see module doc).
 
+    Applies the pickling repair for the duration of the call only, as :func:`save_checkpoint`.
+
     :return: ``(strategy, index of the next training experience)``; ``(strategy, 0)`` when
         ``fname`` does not exist.
     """
@@ -168,9 +223,10 @@ def maybe_load_checkpoint(
     probe = copy.copy(strategy)
     try:
         try:
-            probe, next_experience = _avalanche.maybe_load_checkpoint(
-                probe, fname, map_location=map_location, unique_objects=unique_objects
-            )
+            with _torch_optim_repaired():
+                probe, next_experience = _avalanche.maybe_load_checkpoint(
+                    probe, fname, map_location=map_location, unique_objects=unique_objects
+                )
         except Exception as err:
             raise ValueError(
                 f"{fname!r} is not a checkpoint written by save_checkpoint "
@@ -210,7 +266,7 @@ def train_resumable(
 
 __all__ = [
     "maybe_load_checkpoint",
-    "repair_torch_optim_references",
+    "prepare_checkpointing",
     "save_checkpoint",
     "train_resumable",
 ]

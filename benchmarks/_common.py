@@ -1,4 +1,11 @@
-"""What the benchmark scripts share: command-line basics, the table header, the output."""
+"""What the benchmark scripts share: command-line basics, the table header, the output, and
+the models and strategies they time.
+
+Models and strategies are the experiments harness's (``avalanche_fgadahat.experiments``), not
+copies: a setting is a harness preset's backbone (``presets.BACKBONES``), the plain twin that
+``Naive`` trains is ``baseline_models.PlainMultiHead``, and every method is a strategy of the
+harness's registry (``strategies.resolve_strategy``), with the harness's settings.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +13,13 @@ import argparse
 import platform
 import sys
 import time
+from collections.abc import Callable
 
 import torch
+
+from avalanche_fgadahat.experiments.baseline_models import PlainMultiHead
+from avalanche_fgadahat.experiments.presets import BACKBONES, PRESETS, ExperimentSettings
+from avalanche_fgadahat.experiments.strategies import build_strategy, resolve_strategy
 
 
 def base_parser(doc: str | None, settings: list[str]) -> argparse.ArgumentParser:
@@ -73,3 +85,68 @@ def emit(table: str, out: str | None) -> None:
     if out:
         with open(out, "w") as handle:
             handle.write(table)
+
+
+# ---------------------------------------------------------------- models and strategies (the harness's)
+#: setting → (harness preset, overrides): the preset's backbone, input shape, batch size and
+#: Adam learning rate, one epoch per experience
+HARNESS_SETTINGS = {
+    "mlp": ("pmnist", {}),  # HATMLP(784, (256, 100, 64)), batch 128: the Permuted MNIST reference
+    "alexnet": ("split_cifar100", {"backbone": "alexnet"}),  # HATAlexNet((3, 32, 32)), batch 64
+}
+
+
+def harness_settings(setting: str, device: torch.device | str = "cpu") -> ExperimentSettings:
+    """The harness's settings of a benchmark ``setting`` (one epoch per experience)."""
+    preset, overrides = HARNESS_SETTINGS[setting]
+    return PRESETS[preset].settings(epochs=1, device=str(device), **overrides)
+
+
+def _setting(name: str) -> tuple[tuple[int, ...], int, Callable, Callable]:
+    settings = harness_settings(name)
+
+    def hat_model() -> torch.nn.Module:
+        return BACKBONES[settings.backbone](settings)
+
+    def plain_model() -> torch.nn.Module:
+        return PlainMultiHead(hat_model())
+
+    return tuple(settings.input_shape), settings.batch_size, hat_model, plain_model
+
+
+#: name → (input shape, batch size, HAT model factory, plain model factory)
+SETTINGS = {name: _setting(name) for name in HARNESS_SETTINGS}
+
+#: method (table label) → harness strategy name; FG-AdaHAT rows are ``FG-AdaHAT <importance>``
+METHODS = {"Naive": "naive", "HAT": "hat", "AdaHAT": "adahat"}
+FGADAHAT_LABEL = "FG-AdaHAT"
+
+
+def method_names(importance_types: list[str]) -> list[str]:
+    """The table's methods: ``Naive``, HAT, AdaHAT, then FG-AdaHAT with each importance type."""
+    return [*METHODS, *(f"{FGADAHAT_LABEL} {name}" for name in importance_types)]
+
+
+def _strategy_name(method: str) -> str:
+    if method.startswith(FGADAHAT_LABEL + " "):
+        return "fgadahat:" + method.split(" ", 1)[1]
+    return METHODS[method]
+
+
+OPTIMIZERS = {
+    # the reference protocol's Adam (torch's default implementation for the device), its fused
+    # kernel, and plain SGD (no second moment: isolates the HAT family's own work, see docs/benchmark.md)
+    "adam": lambda params: torch.optim.Adam(params, lr=1e-3),
+    "adam-fused": lambda params: torch.optim.Adam(params, lr=1e-3, fused=True),
+    "sgd": lambda params: torch.optim.SGD(params, lr=1e-2),
+}
+
+
+def build_method(method: str, setting: str, device: torch.device, optimizer: str, plugins: list):
+    """``method`` as the harness builds it on ``setting``'s backbone (HAT model, or its plain
+    twin for ``Naive``), with ``OPTIMIZERS[optimizer]``, ``plugins`` and a silent evaluator."""
+    from avalanche.training.plugins import EvaluationPlugin
+
+    strategy = resolve_strategy(_strategy_name(method))
+    return build_strategy(strategy, harness_settings(setting, device), EvaluationPlugin(loggers=[]),
+                          plugins, optimizer=OPTIMIZERS[optimizer])

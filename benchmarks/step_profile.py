@@ -24,8 +24,8 @@ from avalanche.core import SupervisedPlugin
 from torch.profiler import ProfilerActivity, profile
 
 from avalanche_fgadahat import HATPlugin
-from _common import apply_threads, base_parser
-from step_time import OPTIMIZERS, SETTINGS, InMemoryData, method_factories
+from _common import OPTIMIZERS, SETTINGS, apply_threads, base_parser, build_method, method_names
+from step_time import InMemoryData
 
 CALLBACKS = ("before_forward", "before_backward", "after_backward", "after_update")
 STRATEGY_PARTS = ("forward", "criterion", "backward", "optimizer_step")
@@ -65,16 +65,14 @@ def _timed(call, times: list[float]):
 
 
 def profile_method(setting: str, name: str, optimizer: str, iterations: int) -> tuple[int, dict[str, float]]:
-    shape, batch_size, hat_model, plain_model = SETTINGS[setting]
+    shape, batch_size, _, _ = SETTINGS[setting]
     torch.manual_seed(0)
     batches = {t: [(torch.randn(batch_size, *shape), torch.randint(0, 10, (batch_size,)),
                     torch.full((batch_size,), t, dtype=torch.long)) for _ in range(iterations)] for t in range(3)}
     tiny = [(torch.zeros(10, *shape), torch.arange(10)) for _ in range(3)]
     stream = tensors_benchmark(train_tensors=tiny, test_tensors=tiny, task_labels=[0, 1, 2]).train_stream
-    uses_hat, factory = method_factories([name.split(" ", 1)[1]] if " " in name else [])[name]
-    model = (hat_model if uses_hat else plain_model)()
     counter = ProfileOneIteration()
-    strategy = factory(model, OPTIMIZERS[optimizer](model.parameters()), [InMemoryData(batches), counter])
+    strategy = build_method(name, setting, torch.device("cpu"), optimizer, [InMemoryData(batches), counter])
     times: dict[str, list[float]] = defaultdict(list)
     for part in STRATEGY_PARTS:
         setattr(strategy, part, _timed(getattr(strategy, part), times[part]))
@@ -103,7 +101,7 @@ def main() -> None:
     settings = list(SETTINGS) if args.setting == "all" else [args.setting]
     for setting in settings:
         print(f"{setting}, {args.optimizer}: top-level ops per iteration; median CPU µs per part")
-        for name in ("Naive", "HAT", "AdaHAT", f"FG-AdaHAT {args.importance}"):
+        for name in method_names([args.importance]):
             count, parts = profile_method(setting, name, args.optimizer, args.iterations)
             listed = ", ".join(f"{part} {value:.0f}" for part, value in sorted(parts.items(), key=lambda kv: -kv[1]))
             print(f"| {name} | {count} ops | {listed} |")

@@ -10,7 +10,9 @@ CUDA) the peak memory allocated during a method's experience. Writes a Markdown 
     python benchmarks/step_time.py --device cuda --setting all  --out docs/benchmarks/step_time_cuda.md
 
 ``Naive`` trains a plain (unmasked) multi-head network of the same shape: the HAT family's
-overhead is measured against what a user would otherwise run.
+overhead is measured against what a user would otherwise run. Models, strategies and their
+settings come from the experiments harness (``_common.py``): its backbones, its plain twins
+(``baseline_models.PlainMultiHead``) and its strategy registry.
 """
 
 from __future__ import annotations
@@ -24,53 +26,23 @@ from collections.abc import Callable
 import torch
 from avalanche.benchmarks import tensors_benchmark
 from avalanche.core import SupervisedPlugin
-from avalanche.models import MultiHeadClassifier, MultiTaskModule
-from avalanche.training import Naive
-from avalanche.training.plugins import EvaluationPlugin
-from torch import nn
 
-from avalanche_fgadahat import AdaHAT, HAT
-from avalanche_fgadahat.models import HATAlexNet, HATMLP
-from _common import CLOCKS, apply_threads, base_parser, default_clock, emit, header, synchronize
+from _common import (
+    CLOCKS,
+    METHODS,
+    OPTIMIZERS,
+    SETTINGS,
+    apply_threads,
+    base_parser,
+    build_method,
+    default_clock,
+    emit,
+    header,
+    method_names,
+    synchronize,
+)
 
 warnings.filterwarnings("ignore")
-
-
-class PlainMLP(MultiTaskModule):
-    """The unmasked twin of ``HATMLP``: Linear → ReLU layers and a ``MultiHeadClassifier``."""
-
-    def __init__(self, input_size: int, hidden_sizes: tuple[int, ...]) -> None:
-        super().__init__()
-        layers, fan_in = [], input_size
-        for width in hidden_sizes:
-            layers += [nn.Linear(fan_in, width), nn.ReLU()]
-            fan_in = width
-        self.body = nn.Sequential(nn.Flatten(), *layers)
-        self.classifier = MultiHeadClassifier(fan_in)
-
-    def forward_single_task(self, x, task_label):
-        return self.classifier(self.body(x), task_label)
-
-
-class PlainAlexNet(MultiTaskModule):
-    """The unmasked twin of ``HATAlexNet`` (same convs, pools, dropout and widths)."""
-
-    def __init__(self, input_shape: tuple[int, int, int]) -> None:
-        super().__init__()
-        reference = HATAlexNet(input_shape)
-        self.convs = nn.ModuleList(nn.Conv2d(c.in_channels, c.out_channels, c.kernel_size) for c in reference.convs)
-        self.fcs = nn.ModuleList(nn.Linear(f.in_features, f.out_features) for f in reference.fcs)
-        self.pool, self.drop_conv, self.drop_fc = nn.MaxPool2d(2), nn.Dropout(0.2), nn.Dropout(0.5)
-        self.classifier = MultiHeadClassifier(reference.feature_size)
-
-    def forward_single_task(self, x, task_label):
-        for index, conv in enumerate(self.convs):
-            x = self.pool(torch.relu(conv(x)))
-            x = (self.drop_conv if index < 2 else self.drop_fc)(x)
-        x = x.flatten(1)
-        for fc in self.fcs:
-            x = self.drop_fc(torch.relu(fc(x)))
-        return self.classifier(x, task_label)
 
 
 class PreBatchedLoader:
@@ -192,45 +164,9 @@ class IterationTimer(SupervisedPlugin):
             self.peaks.append(torch.cuda.max_memory_allocated(self.device) - self._live)
 
 
-SETTINGS = {
-    # name: (input shape, batch size, HAT model factory, plain model factory)
-    "mlp": ((1, 28, 28), 128, lambda: HATMLP(28 * 28, (256, 100, 64)), lambda: PlainMLP(28 * 28, (256, 100, 64))),
-    "alexnet": ((3, 32, 32), 64, lambda: HATAlexNet((3, 32, 32)), lambda: PlainAlexNet((3, 32, 32))),
-}
-
-
-def method_factories(importance_types: list[str]) -> dict[str, tuple[bool, Callable]]:
-    """name → (uses the HAT model, strategy factory(model, optimizer, plugins))."""
-
-    def template(cls, **extra):
-        return lambda model, opt, plugins: cls(model=model, optimizer=opt, plugins=plugins, train_mb_size=1,
-                                               evaluator=EvaluationPlugin(loggers=[]), **extra)
-
-    methods = {
-        "Naive": (False, template(Naive)),
-        "HAT": (True, template(HAT)),
-        "AdaHAT": (True, template(AdaHAT)),
-    }
-    if importance_types:
-        from avalanche_fgadahat import FGAdaHAT
-
-        for name in importance_types:
-            methods[f"FG-AdaHAT {name}"] = (True, template(FGAdaHAT, importance_type=name))
-    return methods
-
-
-OPTIMIZERS = {
-    # the reference protocol's Adam (torch's default implementation for the device), its fused
-    # kernel, and plain SGD (no second moment: isolates the HAT family's own work, see docs/benchmark.md)
-    "adam": lambda params: torch.optim.Adam(params, lr=1e-3),
-    "adam-fused": lambda params: torch.optim.Adam(params, lr=1e-3, fused=True),
-    "sgd": lambda params: torch.optim.SGD(params, lr=1e-2),
-}
-
-
 def run_setting(setting: str, device: torch.device, rounds: int, iterations: int, importance_types: list[str],
                 slow_iterations: int, clock: str = "wall", optimizer: str = "adam") -> list[dict]:
-    shape, batch_size, hat_model, plain_model = SETTINGS[setting]
+    shape, batch_size, _, _ = SETTINGS[setting]
     torch.manual_seed(0)
     n_tasks = rounds + 1
     batches = {
@@ -240,23 +176,20 @@ def run_setting(setting: str, device: torch.device, rounds: int, iterations: int
     }
     tiny = [(torch.zeros(10, *shape), torch.arange(10)) for _ in range(n_tasks)]
     stream = tensors_benchmark(train_tensors=tiny, test_tensors=tiny, task_labels=list(range(n_tasks))).train_stream
-    from avalanche_fgadahat.importance import IMPORTANCE_TYPES
+    from avalanche_fgadahat.importance.registry import find_importance_type
 
-    methods = method_factories(importance_types)
     state = {}
-    for name, (uses_hat, factory) in methods.items():
-        model = (hat_model if uses_hat else plain_model)()
+    for name in method_names(importance_types):
         timer = IterationTimer(device, CLOCKS[clock])
-        strategy = factory(model, OPTIMIZERS[optimizer](model.parameters()), [InMemoryData(batches), timer])
-        strategy.device = device
-        extra = name.startswith("FG-AdaHAT") and IMPORTANCE_TYPES[name.split(" ", 1)[1]].extra_passes != "none"
-        state[name] = (strategy, timer, extra)
+        data = InMemoryData(batches)
+        strategy = build_method(name, setting, device, optimizer, [data, timer])
+        if name not in METHODS and find_importance_type(name.split(" ", 1)[1]).extra_passes != "none":
+            # attribution measures (extra forward/backward passes): time fewer iterations
+            data.batches_per_task = {t: b[:slow_iterations] for t, b in batches.items()}
+        state[name] = (strategy, timer)
     for round_index, experience in enumerate(stream):
-        for name, (strategy, timer, extra) in state.items():
+        for name, (strategy, timer) in state.items():
             timer.profile_memory = round_index == len(stream) - 1
-            if extra:  # attribution measures: time fewer iterations
-                plugin = strategy.plugins[1]
-                plugin.batches_per_task = {t: b[:slow_iterations] for t, b in batches.items()}
             strategy.train(experience)
             if round_index == 0:  # warm-up round is not timed
                 timer.times.clear()
@@ -264,7 +197,7 @@ def run_setting(setting: str, device: torch.device, rounds: int, iterations: int
         print(f"round {round_index + 1}/{len(stream)} done", file=sys.stderr, flush=True)
     naive = statistics.median(state["Naive"][1].times)
     rows = []
-    for name, (strategy, timer, _) in state.items():
+    for name, (strategy, timer) in state.items():
         median = statistics.median(timer.times)
         rows.append({
             "setting": f"{setting}, {optimizer}", "method": name, "median_ms": 1e3 * median, "ratio": median / naive,

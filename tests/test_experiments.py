@@ -20,12 +20,8 @@ from avalanche_fgadahat.experiments.__main__ import main
 from avalanche_fgadahat.experiments.baseline_models import PackNetMultiHead, PlainMultiHead
 from avalanche_fgadahat.experiments.measures import make_evaluator, per_experience
 from avalanche_fgadahat.experiments.runner import build_benchmark
-from avalanche_fgadahat.experiments.strategies import (
-    _packnet_schedule,
-    build_strategy,
-    overrides_for,
-    parse_overrides,
-)
+from avalanche_fgadahat.experiments.strategies import build_strategy, overrides_for, parse_overrides
+from avalanche_fgadahat.experiments.strategy_registry import _packnet_schedule
 from avalanche_fgadahat.models import HATMLP
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -1,7 +1,9 @@
 """Benchmark presets: data, backbone and training protocol of each experiment.
 
-A :class:`Preset` fixes the protocol of a benchmark (reference: CLArena's experiment configs,
-``shared/reference/clarena_hat_family.md`` §6); every field can be overridden from the
+A :class:`Preset` fixes the protocol of a benchmark (reference: the experiment configs of
+CLArena's companion repository, github.com/pengxiang-wang/continual-learning-research,
+``configs/`` at commit 07c8d26, including the AdaHAT and FG-AdaHAT papers' index configs
+``configs/index/{adahat,fgadahat}_paper/``); every field can be overridden from the
 command line, giving the :class:`ExperimentSettings` of a sweep. Benchmarks and backbones
 are looked up in the :data:`BENCHMARKS` and :data:`BACKBONES` registries.
 """
@@ -215,9 +217,17 @@ def _resnet18(s: ExperimentSettings) -> HATBackbone:
     return HATResNet18(tuple(s.input_shape), batch_norm="none")
 
 
+def _alexnet(s: ExperimentSettings) -> HATBackbone:
+    from ..models import HATAlexNet
+
+    return HATAlexNet(tuple(s.input_shape))
+
+
 #: backbone name → HAT-masked multi-head backbone; baselines unmask it (``baseline_models``).
+#: ``alexnet`` (the HAT paper's conv net) is used by no preset: ``benchmarks/step_time.py``
+#: times it on the ``split_cifar100`` preset's input shape.
 BACKBONES: Mapping[str, Callable[[ExperimentSettings], HATBackbone]] = MappingProxyType(
-    {"mlp": _mlp, "resnet18": _resnet18}
+    {"mlp": _mlp, "resnet18": _resnet18, "alexnet": _alexnet}
 )
 
 

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 
 from ..models.base import UntrainedTaskWarning
-from ..plugins.diagnostics import HATDiagnosticWarning
+from ..diagnostics import HATDiagnosticWarning
 from . import metrics_math as mm
 from .measures import (
     ACCURACY_MATRIX,

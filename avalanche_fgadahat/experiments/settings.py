@@ -4,10 +4,11 @@ The strategy factory (``strategies.py``) passes ``STRATEGY_SETTINGS[name]`` to t
 constructor unchanged, after the user's ``--set NAME.KEY=VALUE`` overrides. Optimiser,
 learning rate, epochs and batch size are the preset's, the same for every strategy.
 
-HAT family: CLArena's component configs (``configs/cl_algorithm/{hat,adahat,fgadahat}.yaml``
-at HEAD 07c8d26, see ``shared/reference/clarena_hat_family.md`` §6). Baselines: Avalanche's
-strategies with the values of ContinualAI/continual-learning-baselines where that repository
-has the strategy (§8 of ``avalanche_internals.md``), otherwise the common defaults named below.
+HAT family: CLArena's component configs ``configs/cl_algorithm/{hat,adahat,fgadahat}.yaml``
+(in CLArena's experiment repository, github.com/pengxiang-wang/continual-learning-research, at
+commit 07c8d26). Baselines: Avalanche's strategies with the values of
+github.com/ContinualAI/continual-learning-baselines where that repository has the strategy,
+otherwise the common defaults named below.
 """
 
 from __future__ import annotations

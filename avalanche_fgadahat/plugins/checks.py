@@ -55,11 +55,14 @@ def unwrap_hat_model(model: Any) -> HATBackbone:
     )
 
 
+class HATFamilyPlugin:
+    """Marker base of the HAT-family plugins (``HATPlugin`` and its subclasses): the checks
+    recognise them by it, so this module does not import the plugins (no import cycle)."""
+
+
 def find_hat_plugins(plugins: Iterable[Any]) -> list["HATPlugin"]:
     """The HAT-family plugins (:class:`HATPlugin` and subclasses) in ``plugins``, in order."""
-    from .hat import HATPlugin
-
-    return [plugin for plugin in plugins if isinstance(plugin, HATPlugin)]
+    return [plugin for plugin in plugins if isinstance(plugin, HATFamilyPlugin)]
 
 
 def find_hat_plugin(strategy: Any, what: str = "strategy.plugins") -> "HATPlugin":
@@ -186,10 +189,9 @@ def _known_mixer(obj: Any) -> str | None:
 def check_no_task_mixing(strategy: Any) -> None:
     """Refuse, before anything trains, a strategy or plugin listed in :data:`TASK_MIXING` (or
     holding a replay ``storage_policy``) next to a HAT-family plugin; ``ValueError`` naming it."""
-    from .hat import HATPlugin
 
     found = [_known_mixer(strategy)]
-    found += [_known_mixer(p) for p in getattr(strategy, "plugins", []) if not isinstance(p, HATPlugin)]
+    found += [_known_mixer(p) for p in getattr(strategy, "plugins", []) if not isinstance(p, HATFamilyPlugin)]
     found = [f for f in found if f is not None]
     if found:
         raise ValueError(
@@ -203,12 +205,11 @@ def check_no_task_mixing(strategy: Any) -> None:
 def _mixing_sources(strategy: Any) -> list[str]:
     """What in ``strategy`` may add other tasks' samples to its training data: the known
     mixers (:func:`_known_mixer`), plugins named like replay, a replay data loader."""
-    from .hat import HATPlugin
 
     sources = [type(strategy).__name__] if _known_mixer(strategy) else []
     for plugin in getattr(strategy, "plugins", []):
         name = type(plugin).__name__
-        if not isinstance(plugin, HATPlugin) and (_known_mixer(plugin) or "replay" in name.lower()):
+        if not isinstance(plugin, HATFamilyPlugin) and (_known_mixer(plugin) or "replay" in name.lower()):
             sources.append(name)
     loader = type(getattr(strategy, "dataloader", None)).__name__
     if "replay" in loader.lower():

@@ -43,6 +43,7 @@ from ..masking.regularizer import MaskSparsityRegularizer
 from ..models.base import HATBackbone
 from ..rollback import ModelSnapshot
 from .checks import (
+    HATFamilyPlugin,
     check_no_task_mixing,
     check_optimizer,
     check_single_task_data,
@@ -58,7 +59,7 @@ from .optimizer_state import seed_frozen_second_moments_
 from .settings import ConfiguredSettings, build_config, settings_signature
 
 
-class HATPlugin(ConfiguredSettings, SupervisedPlugin):
+class HATPlugin(HATFamilyPlugin, ConfiguredSettings, SupervisedPlugin):
     """HAT on any Avalanche ``SupervisedTemplate`` (e.g. ``Naive(plugins=[HATPlugin()])``).
 
     Built from a :class:`~avalanche_fgadahat.config.HATConfig` or from its settings as
