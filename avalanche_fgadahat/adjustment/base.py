@@ -57,6 +57,14 @@ class StepSignals:
         return self._memo[key]
 
 
+#: per-unit measure name → ``{unit group: tensor (units,)}`` read from the model's buffers
+UNIT_MEASURES: dict[str, Callable[[HATBackbone], dict[str, torch.Tensor]]] = {
+    "cumulative": lambda model: model.cumulative_masks(),  # M^{<t} (HAT)
+    "summative": lambda model: model.summative_masks(),  # S^{<t} (AdaHAT)
+    "importance": lambda model: {k: s.summed_importance for k, s in model.unit_state.items()},  # I^{<t}
+}
+
+
 class AdjustmentRule:
     """How one adjustment mode turns ``P`` into rates (subclasses set the class attributes).
 
@@ -80,14 +88,8 @@ class AdjustmentRule:
         """Per-experience work before the measure is broadcast (e.g. the task's position)."""
 
     def unit_measure(self, model: HATBackbone) -> dict[str, torch.Tensor]:
-        """``{unit group: per-unit measure}`` named by ``measure``."""
-        if self.measure == "cumulative":
-            return model.cumulative_masks()
-        if self.measure == "summative":
-            return model.summative_masks()
-        if self.measure == "importance":
-            return {k: s.summed_importance for k, s in model.unit_state.items()}
-        raise ValueError(f"unknown unit measure {self.measure!r}")
+        """``{unit group: per-unit measure}`` named by ``measure`` (:data:`UNIT_MEASURES`)."""
+        return UNIT_MEASURES[self.measure](model)
 
     def parameter_factors(self, model: HATBackbone) -> list[torch.Tensor] | None:
         """Per-parameter factors folded into ``P`` once per experience (in the engine's
