@@ -21,13 +21,12 @@ import pytest
 import torch
 from avalanche.core import SupervisedPlugin
 from avalanche.training import Naive
-from avalanche.training.plugins import EvaluationPlugin
+from hat_test_support import quiet, tiny_alexnet_12
 from torch import nn
 
 from avalanche_fgadahat import AdaHATPlugin, HATPlugin
-from avalanche_fgadahat.data import split_digits
 from avalanche_fgadahat.masking import ParamLayout
-from avalanche_fgadahat.models import HATAlexNet, HATMLP
+from avalanche_fgadahat.models import HATMLP
 from avalanche_fgadahat.models.base import HATBackbone
 from avalanche_fgadahat.adjustment.engine import groups_up_to_largest as _groups_up_to_largest
 
@@ -56,11 +55,7 @@ def _mlp():
     return HATMLP(3, (4, 3))
 
 
-def _alexnet():
-    # conv0 (first layer) 1→2 ch, conv1 2→3 ch, flatten 3 ch × 2×2 → fc0: in_repeat = 4
-    return HATAlexNet((1, 12, 12), conv_channels=(2, 3), kernel_sizes=(3, 2), fc_sizes=(4,),
-                      conv_dropout=0.0, fc_dropout=0.0)
-
+_alexnet = tiny_alexnet_12  # conv0 (first layer) 1→2 ch, conv1 2→3 ch, flatten 3 ch × 2×2 → fc0: in_repeat = 4
 
 MODELS = {"mlp": _mlp, "alexnet": _alexnet, "no_bias": NoBiasNet}
 
@@ -192,14 +187,14 @@ class _GradRecorder(SupervisedPlugin):
         self.grads.append([p.grad.clone() for p in self.params])
 
 
-def test_adahat_changes_no_gradient_at_the_first_task():
+def test_adahat_changes_no_gradient_at_the_first_task(digits5):
     torch.manual_seed(0)
-    bench = split_digits(5)
+    bench = digits5
     model = HATMLP(64, (16, 16))
     before, after = _GradRecorder(model), _GradRecorder(model)
     strategy = Naive(model=model, optimizer=torch.optim.Adam(model.parameters(), lr=1e-2),
                      plugins=[before, AdaHATPlugin(adjustment_intensity=1e-6), after],
-                     train_mb_size=100, train_epochs=1, evaluator=EvaluationPlugin(loggers=[]))
+                     train_mb_size=100, train_epochs=1, evaluator=quiet())
     strategy.train(bench.train_stream[0])
     assert len(before.grads) == len(after.grads) == 3
     for raw, adjusted in zip(before.grads, after.grads):

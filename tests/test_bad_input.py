@@ -9,8 +9,8 @@ import warnings
 import pytest
 import torch
 from avalanche.core import SupervisedPlugin
-from avalanche.training.plugins import EvaluationPlugin
 from avalanche.training.supervised import Naive
+from hat_test_support import Poison, RecordStarts, assert_same_state, quiet, snapshot_state
 from torch import nn
 
 from avalanche_fgadahat import HAT, AdaHAT, FGAdaHAT, HATPlugin, set_seed
@@ -26,30 +26,10 @@ pytestmark = [
 ]
 
 
-@pytest.fixture(scope="module")
-def bench():
-    return split_digits(5)
-
-
-def _quiet() -> EvaluationPlugin:
-    return EvaluationPlugin(loggers=[])
-
-
 def _hat(model=None, optimizer=None, cls=HAT, **kwargs):
     model = model if model is not None else HATMLP(64, (32, 32))
     optimizer = optimizer if optimizer is not None else torch.optim.SGD(model.parameters(), lr=0.1)
-    return cls(model=model, optimizer=optimizer, train_mb_size=32, train_epochs=1, evaluator=_quiet(), **kwargs)
-
-
-def _state(model: nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.detach().clone() for k, v in model.state_dict().items()}
-
-
-def _assert_same_state(before: dict, model: nn.Module, ignore: set[str] = frozenset()) -> None:
-    after = model.state_dict()
-    assert after.keys() == before.keys()
-    changed = {k for k in before if not torch.equal(before[k], after[k])}
-    assert changed <= set(ignore), sorted(changed)
+    return cls(model=model, optimizer=optimizer, train_mb_size=32, train_epochs=1, evaluator=quiet(), **kwargs)
 
 
 def _trained(bench, n: int = 1, **kwargs):
@@ -59,34 +39,6 @@ def _trained(bench, n: int = 1, **kwargs):
         strategy.train(exp)
     strategy.eval(bench.test_stream)  # creates every head, as a normal run does
     return strategy
-
-
-class _Recorder(SupervisedPlugin):
-    """Placed first: records the model at the start of each training experience."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.start: dict[str, torch.Tensor] | None = None
-
-    def before_training_exp(self, strategy, **kwargs):
-        self.start = _state(strategy.model)
-
-
-class _Poison(SupervisedPlugin):
-    """Replaces the mini-batch's inputs (or task labels) at one iteration."""
-
-    def __init__(self, iteration: int, what: str) -> None:
-        super().__init__()
-        self.iteration, self.what = iteration, what
-
-    def before_forward(self, strategy, **kwargs):
-        if strategy.clock.train_epoch_iterations == self.iteration:
-            if self.what == "nan":
-                strategy.mbatch[0] = torch.full_like(strategy.mbatch[0], math.nan)
-            else:
-                labels = strategy.mbatch[-1].clone()
-                labels[0] = labels[0] + 1
-                strategy.mbatch[-1] = labels
 
 
 # ---------------------------------------------------------------- 1. unknown names
@@ -163,29 +115,29 @@ def test_backbone_with_an_unmasked_parameter_layer_is_refused():
 
 
 # ---------------------------------------------------------------- 4. model / optimizer mismatch
-def test_optimizer_of_another_model_is_refused_before_anything_changes(bench):
-    strategy = _trained(bench)
+def test_optimizer_of_another_model_is_refused_before_anything_changes(digits5):
+    strategy = _trained(digits5)
     model = strategy.model
-    before, n_params = _state(model), [len(g["params"]) for g in strategy.optimizer.param_groups]
+    before, n_params = snapshot_state(model), [len(g["params"]) for g in strategy.optimizer.param_groups]
     strategy.optimizer = torch.optim.SGD(HATMLP(64, (32, 32)).parameters(), lr=0.1)
     with pytest.raises(ValueError, match="not the model's.*model.parameters"):
-        strategy.train(bench.train_stream[1])
-    _assert_same_state(before, model)
+        strategy.train(digits5.train_stream[1])
+    assert_same_state(before, model)
     assert [len(g["params"]) for g in strategy.optimizer.param_groups] == [len(list(HATMLP(64, (32, 32)).parameters()))]
     strategy.optimizer = torch.optim.SGD(model.parameters(), lr=0.1)  # the fix
-    strategy.train(bench.train_stream[1])
+    strategy.train(digits5.train_stream[1])
     assert model.trained_tasks() == [0, 1]
     del n_params
 
 
 # ---------------------------------------------------------------- 5. weight decay on masked parameters
-def test_weight_decay_on_masked_parameters_is_refused(bench):
+def test_weight_decay_on_masked_parameters_is_refused(digits5):
     model = HATMLP(64, (32, 32))
-    before = _state(model)
+    before = snapshot_state(model)
     strategy = _hat(model=model, optimizer=torch.optim.AdamW(model.parameters(), lr=1e-3))  # wd 0.01
     with pytest.raises(ValueError, match="weight_decay=0.01 on masked-layer parameters.*weight_decay=0"):
-        strategy.train(bench.train_stream[0])
-    _assert_same_state(before, model)  # raised before Avalanche's model adaptation
+        strategy.train(digits5.train_stream[0])
+    assert_same_state(before, model)  # raised before Avalanche's model adaptation
     assert list(model.classifier.classifiers) == ["0"]
     # the fix the message gives: decay only the heads, in a separate param group
     heads = list(model.classifier.parameters())
@@ -193,7 +145,7 @@ def test_weight_decay_on_masked_parameters_is_refused(bench):
     strategy.optimizer = torch.optim.AdamW(
         [{"params": rest, "weight_decay": 0.0}, {"params": heads, "weight_decay": 0.01}], lr=1e-3
     )
-    strategy.train(bench.train_stream[0])
+    strategy.train(digits5.train_stream[0])
     assert model.trained_tasks() == [0]
 
 
@@ -207,137 +159,137 @@ def _two_task_experience(bench):
     return with_classes_timeline(with_task_labels(benchmark_from_datasets(train=[data]))).train_stream[0]
 
 
-def test_experience_with_several_task_labels_is_refused_before_adaptation(bench):
-    experience = _two_task_experience(bench)
+def test_experience_with_several_task_labels_is_refused_before_adaptation(digits5):
+    experience = _two_task_experience(digits5)
     assert sorted(experience.task_labels) == [1, 2]
-    strategy = _trained(bench)
-    before = _state(strategy.model)
+    strategy = _trained(digits5)
+    before = snapshot_state(strategy.model)
     # Avalanche's MultiHeadClassifier would raise a NotImplementedError suggesting masking=False
     with pytest.raises(ValueError, match=r"task labels \[1, 2\]; HAT trains one task per experience"):
         strategy.train(experience)
-    _assert_same_state(before, strategy.model)
-    strategy.train(bench.train_stream[1])
+    assert_same_state(before, strategy.model)
+    strategy.train(digits5.train_stream[1])
     assert strategy.model.trained_tasks() == [0, 1]
 
 
-def test_training_minibatch_with_several_task_labels_rolls_back(bench):
-    strategy = _trained(bench)
-    recorder = _Recorder()
+def test_training_minibatch_with_several_task_labels_rolls_back(digits5):
+    strategy = _trained(digits5)
+    recorder = RecordStarts()
     strategy.plugins.insert(0, recorder)
-    poison = _Poison(iteration=2, what="task_labels")
+    poison = Poison(iteration=2, what="task_labels")
     strategy.plugins.append(poison)
     with pytest.raises(ValueError, match=r"must all equal the task being trained \(1\); found \[1, 2\]"):
-        strategy.train(bench.train_stream[1])
-    _assert_same_state(recorder.start, strategy.model)
+        strategy.train(digits5.train_stream[1])
+    assert_same_state(recorder.start, strategy.model)
     assert strategy.model.current_train_task is None and strategy.model.trained_tasks() == [0]
     strategy.plugins.remove(poison)
-    strategy.train(bench.train_stream[1])
+    strategy.train(digits5.train_stream[1])
     assert strategy.model.trained_tasks() == [0, 1]
 
 
-def test_experience_without_task_labels_is_refused(bench):
+def test_experience_without_task_labels_is_refused(digits5):
     from avalanche.benchmarks.scenarios.dataset_scenario import benchmark_from_datasets
 
-    experience = benchmark_from_datasets(train=[bench.train_stream[0].dataset]).train_stream[0]
+    experience = benchmark_from_datasets(train=[digits5.train_stream[0].dataset]).train_stream[0]
     strategy = _hat()
-    before = _state(strategy.model)
+    before = snapshot_state(strategy.model)
     with pytest.raises(ValueError, match="no task labels.*return_task_id=True"):
         strategy.train(experience)
-    _assert_same_state(before, strategy.model)
+    assert_same_state(before, strategy.model)
 
 
-def test_retraining_a_stored_task_is_refused(bench):
-    strategy = _trained(bench)
-    before = _state(strategy.model)
+def test_retraining_a_stored_task_is_refused(digits5):
+    strategy = _trained(digits5)
+    before = snapshot_state(strategy.model)
     with pytest.raises(ValueError, match="task 0 was already trained.*new task label"):
-        strategy.train(bench.train_stream[0])
-    _assert_same_state(before, strategy.model)
+        strategy.train(digits5.train_stream[0])
+    assert_same_state(before, strategy.model)
 
 
 # ---------------------------------------------------------------- 7. NaN loss
 @pytest.mark.parametrize("template", ["HAT", "Naive+HATPlugin"])
-def test_nan_loss_rolls_the_experience_back(bench, template):
+def test_nan_loss_rolls_the_experience_back(digits5, template):
     set_seed(0)
     model = HATMLP(64, (32, 32))
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
     if template == "HAT":
-        strategy = HAT(model=model, optimizer=optimizer, train_mb_size=32, evaluator=_quiet())
+        strategy = HAT(model=model, optimizer=optimizer, train_mb_size=32, evaluator=quiet())
     else:
-        strategy = Naive(model=model, optimizer=optimizer, train_mb_size=32, evaluator=_quiet(), plugins=[HATPlugin()])
-    strategy.train(bench.train_stream[0])
-    strategy.eval(bench.test_stream)
-    before_train = _state(model)
-    recorder = _Recorder()
+        strategy = Naive(model=model, optimizer=optimizer, train_mb_size=32, evaluator=quiet(), plugins=[HATPlugin()])
+    strategy.train(digits5.train_stream[0])
+    strategy.eval(digits5.test_stream)
+    before_train = snapshot_state(model)
+    recorder = RecordStarts()
     strategy.plugins.insert(0, recorder)
-    poison = _Poison(iteration=3, what="nan")  # three real steps happen first
+    poison = Poison(iteration=3, what="nan")  # three real steps happen first
     strategy.plugins.append(poison)
     with pytest.raises(FloatingPointError, match=r"training loss is \[nan\].*task 1.*rolled back.*train the experience again"):
-        strategy.train(bench.train_stream[1])
-    _assert_same_state(recorder.start, model)  # every parameter and buffer
+        strategy.train(digits5.train_stream[1])
+    assert_same_state(recorder.start, model)  # every parameter and buffer
     # versus before train(): only Avalanche's adaptation of the task-1 head mask differs
-    _assert_same_state(before_train, model, ignore={"classifier.active_units_T1"})
+    assert_same_state(before_train, model, ignore={"classifier.active_units_T1"})
     assert not strategy.optimizer.state and model.current_train_task is None
     assert model.trained_tasks() == [0]
     strategy.plugins.remove(poison)
-    strategy.train(bench.train_stream[1])
+    strategy.train(digits5.train_stream[1])
     assert model.trained_tasks() == [0, 1]
     assert all(torch.isfinite(p).all() for p in model.parameters())
 
 
 # ---------------------------------------------------------------- 8. checkpoint of another model
 @pytest.fixture(scope="module")
-def saved_hat_checkpoint(bench, tmp_path_factory):
+def saved_hat_checkpoint(digits5, tmp_path_factory):
     path = tmp_path_factory.mktemp("ckpt") / "hat-32x32.ckpt"
-    save_checkpoint(_trained(bench, n=1), path)
+    save_checkpoint(_trained(digits5, n=1), path)
     return path
 
 
 def _load_refused(strategy, path, match, bench):
     model, optimizer, plugins = strategy.model, strategy.optimizer, list(strategy.plugins)
-    before, rng = _state(model), torch.get_rng_state()
+    before, rng = snapshot_state(model), torch.get_rng_state()
     with pytest.raises(ValueError, match=match):
         maybe_load_checkpoint(strategy, path)
     assert strategy.model is model and strategy.optimizer is optimizer and strategy.plugins == plugins
-    _assert_same_state(before, model)
+    assert_same_state(before, model)
     assert torch.equal(rng, torch.get_rng_state())  # the checkpoint's RNG state was not applied
     strategy.train(bench.train_stream[1])  # the strategy still works
     assert model.trained_tasks() == [0, 1]
 
 
-def test_checkpoint_of_another_model_shape_is_refused(bench, saved_hat_checkpoint):
-    strategy = _trained(bench, model=HATMLP(64, (16, 16)))
-    _load_refused(strategy, saved_hat_checkpoint, r"another shape.*fc\.0\.weight is \(32, 64\), here \(16, 64\).*same sizes|sizes it was saved with", bench)
+def test_checkpoint_of_another_model_shape_is_refused(digits5, saved_hat_checkpoint):
+    strategy = _trained(digits5, model=HATMLP(64, (16, 16)))
+    _load_refused(strategy, saved_hat_checkpoint, r"another shape.*fc\.0\.weight is \(32, 64\), here \(16, 64\).*same sizes|sizes it was saved with", digits5)
 
 
-def test_checkpoint_of_another_algorithm_is_refused(bench, saved_hat_checkpoint):
-    strategy = _trained(bench, cls=AdaHAT)
-    _load_refused(strategy, saved_hat_checkpoint, "saved by a strategy using HATPlugin, this strategy uses AdaHATPlugin", bench)
+def test_checkpoint_of_another_algorithm_is_refused(digits5, saved_hat_checkpoint):
+    strategy = _trained(digits5, cls=AdaHAT)
+    _load_refused(strategy, saved_hat_checkpoint, "saved by a strategy using HATPlugin, this strategy uses AdaHATPlugin", digits5)
 
 
-def test_file_that_is_not_a_checkpoint_is_refused(bench, tmp_path):
+def test_file_that_is_not_a_checkpoint_is_refused(digits5, tmp_path):
     path = tmp_path / "garbage.ckpt"
     path.write_bytes(b"not a checkpoint")
-    _load_refused(_trained(bench), path, "is not a checkpoint written by save_checkpoint", bench)
+    _load_refused(_trained(digits5), path, "is not a checkpoint written by save_checkpoint", digits5)
 
 
-def test_saving_while_an_experience_trains_is_refused(bench, tmp_path):
+def test_saving_while_an_experience_trains_is_refused(digits5, tmp_path):
     class SaveMidway(SupervisedPlugin):
         def after_training_iteration(self, strategy, **kwargs):
             save_checkpoint(strategy, tmp_path / "mid.ckpt")
 
     strategy = _hat(plugins=[SaveMidway()])
     with pytest.raises(ValueError, match="while an experience is being trained.*after strategy.train"):
-        strategy.train(bench.train_stream[0])
+        strategy.train(digits5.train_stream[0])
     assert not (tmp_path / "mid.ckpt").exists()
 
 
-def test_state_dict_of_another_shape_loads_nothing(bench):
-    saved = _trained(bench).model.state_dict()
+def test_state_dict_of_another_shape_loads_nothing(digits5):
+    saved = _trained(digits5).model.state_dict()
     model = HATMLP(64, (32, 16))
-    before = _state(model)
+    before = snapshot_state(model)
     with pytest.raises(ValueError, match=r"fc\.1\.weight is \(32, 32\), here \(16, 32\).*Nothing was loaded"):
         model.load_state_dict(saved)
-    _assert_same_state(before, model)
+    assert_same_state(before, model)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         model.eval()

@@ -8,7 +8,7 @@ import warnings
 
 import pytest
 import torch
-from avalanche.training.plugins import EvaluationPlugin
+from hat_test_support import quiet, set_embedding_signs
 
 from avalanche_fgadahat import (
     HAT,
@@ -18,30 +18,18 @@ from avalanche_fgadahat import (
     hat_diagnostic_metrics,
     set_seed,
 )
-from avalanche_fgadahat.data import split_digits
 from avalanche_fgadahat.models import HATMLP
 from avalanche_fgadahat.diagnostics import diagnose, snapshot_cumulative
 
 pytestmark = pytest.mark.filterwarnings("ignore:No loggers specified")
 
 
-@pytest.fixture(scope="module")
-def digits():
-    return split_digits(5)
-
-
-def _set_embeddings(model, signs):
-    with torch.no_grad():
-        for key, values in signs.items():
-            model.task_embedding[key].copy_(torch.tensor(values, dtype=torch.float32) * 2 - 1)
-
-
 def test_report_against_hand_computation():
     model = HATMLP(3, (4, 2))  # fc.0: 4×3 weights + 4 biases; fc.1: 2×4 + 2
-    _set_embeddings(model, {"fc0": [1, 1, 0, 0], "fc1": [1, 0]})
+    set_embedding_signs(model, {"fc0": [1, 1, 0, 0], "fc1": [1, 0]})
     model.commit_task(0)
     previous = snapshot_cumulative(model)
-    _set_embeddings(model, {"fc0": [0, 1, 1, 0], "fc1": [1, 1]})
+    set_embedding_signs(model, {"fc0": [0, 1, 1, 0], "fc1": [1, 1]})
     start = model.task_embeddings.detach().clone()
     with torch.no_grad():  # the task moved two units' embeddings across 0, by 2 each
         model.task_embeddings[0] += 2.0   # fc0 unit 0: off → on
@@ -65,7 +53,7 @@ def test_report_against_hand_computation():
 
 def test_thresholds_decide_which_warnings_fire():
     model = HATMLP(3, (4, 2))
-    _set_embeddings(model, {"fc0": [1, 1, 0, 0], "fc1": [1, 0]})
+    set_embedding_signs(model, {"fc0": [1, 1, 0, 0], "fc1": [1, 0]})
     previous = snapshot_cumulative(model)
     start = model.task_embeddings.detach().clone()
     model.commit_task(0)  # embeddings never moved
@@ -86,7 +74,7 @@ def test_an_empty_mask_is_named_as_such_not_as_a_full_network():
     there; the network is not full (the trainable-share check skips that layer)."""
     model = HATMLP(3, (4, 2))
     previous = snapshot_cumulative(model)
-    _set_embeddings(model, {"fc0": [0, 0, 0, 0], "fc1": [1, 0]})
+    set_embedding_signs(model, {"fc0": [0, 0, 0, 0], "fc1": [1, 0]})
     start = model.task_embeddings.detach().clone()
     model.commit_task(0)
     report = diagnose(model, 0, start, previous, LearningDiagnostics(min_mask_change=0.0))
@@ -95,16 +83,16 @@ def test_an_empty_mask_is_named_as_such_not_as_a_full_network():
     assert "task 0's mask is empty in fc0" in report.warnings[0] and "full" not in report.warnings[0]
 
 
-def test_a_run_that_cannot_learn_warns_and_one_that_can_does_not(digits):
+def test_a_run_that_cannot_learn_warns_and_one_that_can_does_not(digits5):
     """The issue's case: 3 epochs at batch 32 (≈ 27 Adam steps at lr 1e-3 per task)."""
     def run(epochs, batch):
         set_seed(1)
         model = HATMLP(64, (256, 256))
         strategy = HAT(model=model, optimizer=torch.optim.Adam(model.parameters(), lr=1e-3),
-                       train_mb_size=batch, train_epochs=epochs, evaluator=EvaluationPlugin(loggers=[]))
+                       train_mb_size=batch, train_epochs=epochs, evaluator=quiet())
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            for experience in digits.train_stream[:2]:
+            for experience in digits5.train_stream[:2]:
                 strategy.train(experience)
         return [str(w.message) for w in caught if w.category is HATDiagnosticWarning], strategy
 
@@ -116,18 +104,18 @@ def test_a_run_that_cannot_learn_warns_and_one_that_can_does_not(digits):
     assert strategy.hat_plugin.last_report.embedding_shift > 0.02
 
 
-def test_warnings_come_at_the_end_of_train_so_an_error_leaves_a_consistent_strategy(digits):
+def test_warnings_come_at_the_end_of_train_so_an_error_leaves_a_consistent_strategy(digits5):
     """With warnings turned into errors (``pytest -W error``), the raise happens after
     Avalanche counted the experience: the task is stored, the clock agrees, a checkpoint
     may be saved, and the next experience trains."""
     set_seed(1)
     model = HATMLP(64, (256, 256))
     strategy = HAT(model=model, optimizer=torch.optim.Adam(model.parameters(), lr=1e-3), train_mb_size=32,
-                   train_epochs=1, evaluator=EvaluationPlugin(loggers=[]))
+                   train_epochs=1, evaluator=quiet())
     with warnings.catch_warnings():
         warnings.simplefilter("error", HATDiagnosticWarning)
         with pytest.raises(HATDiagnosticWarning, match="mask bits changed"):
-            strategy.train(digits.train_stream[0])
+            strategy.train(digits5.train_stream[0])
     assert model.trained_tasks() == [0] and strategy.clock.train_exp_counter == 1
     assert strategy.hat_plugin.last_report.task == 0
     # train() had finished: every plugin's after_training and Avalanche's clean-up ran
@@ -137,30 +125,30 @@ def test_warnings_come_at_the_end_of_train_so_an_error_leaves_a_consistent_strat
     assert strategy.hat_plugin.phase is ExperiencePhase.IDLE
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", HATDiagnosticWarning)
-        strategy.train(digits.train_stream[1])
+        strategy.train(digits5.train_stream[1])
     assert model.trained_tasks() == [0, 1]
 
 
-def test_diagnostics_none_silences_the_warnings_but_keeps_the_report(digits):
+def test_diagnostics_none_silences_the_warnings_but_keeps_the_report(digits5):
     set_seed(1)
     model = HATMLP(64, (32,))
     strategy = AdaHAT(model=model, optimizer=torch.optim.Adam(model.parameters(), lr=1e-3), train_mb_size=32,
-                      evaluator=EvaluationPlugin(loggers=[]), diagnostics=None)
+                      evaluator=quiet(), diagnostics=None)
     with warnings.catch_warnings():
         warnings.simplefilter("error", HATDiagnosticWarning)
-        strategy.train(digits.train_stream[0])
+        strategy.train(digits5.train_stream[0])
     report = strategy.hat_plugin.last_report
     assert report.task == 0 and report.mask_change < 0.01 and report.warnings == ()
 
 
-def test_metrics_emit_the_report(digits):
+def test_metrics_emit_the_report(digits5):
     set_seed(1)
     model = HATMLP(64, (32,))
-    evaluator = EvaluationPlugin(*hat_diagnostic_metrics(), loggers=[])
+    evaluator = quiet(*hat_diagnostic_metrics())
     strategy = HAT(model=model, optimizer=torch.optim.Adam(model.parameters(), lr=1e-3), train_mb_size=32,
                    evaluator=evaluator, diagnostics=None)
-    strategy.train(digits.train_stream[0])
-    strategy.train(digits.train_stream[1])
+    strategy.train(digits5.train_stream[0])
+    strategy.train(digits5.train_stream[1])
     report = strategy.hat_plugin.last_report
     metrics = evaluator.get_all_metrics()
     suffix = "train_phase/train_stream/Task001/Exp001"
@@ -189,16 +177,16 @@ def test_diagnostics_of_the_wrong_type_are_refused():
             diagnostics={"min_mask_change": 0.1})
 
 
-def test_warnings_of_a_failed_train_call_are_not_issued_by_the_next_one(digits):
+def test_warnings_of_a_failed_train_call_are_not_issued_by_the_next_one(digits5):
     set_seed(1)
     model = HATMLP(64, (256,))
     strategy = HAT(model=model, optimizer=torch.optim.Adam(model.parameters(), lr=1e-3), train_mb_size=64,
-                   evaluator=EvaluationPlugin(loggers=[]))
+                   evaluator=quiet())
     with pytest.raises(ValueError, match="already trained"):
-        strategy.train([digits.train_stream[0], digits.train_stream[0]])  # task 0 warns, then the error
+        strategy.train([digits5.train_stream[0], digits5.train_stream[0]])  # task 0 warns, then the error
     assert strategy.hat_plugin.last_report.warnings  # kept in the task's report
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        strategy.train(digits.train_stream[1])
+        strategy.train(digits5.train_stream[1])
     tasks = [str(w.message).split(":")[0] for w in caught if w.category is HATDiagnosticWarning]
     assert tasks and all(t == "task 1" for t in tasks)

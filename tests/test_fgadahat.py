@@ -12,29 +12,12 @@ import torch
 from avalanche.core import SupervisedPlugin
 from avalanche.evaluation.metrics import accuracy_metrics
 from avalanche.models.utils import avalanche_model_adaptation
-from avalanche.training.plugins import EvaluationPlugin
+from hat_test_support import commit_signs, quiet
 
 from avalanche_fgadahat import FGAdaHAT, FGAdaHATPlugin
-from avalanche_fgadahat.data import split_digits
-from avalanche_fgadahat.importance import IMPORTANCE_TYPES, StepContext, min_max_normalize
+from avalanche_fgadahat.importance import IMPORTANCE_TYPES, IN_PASS_TYPES, StepContext, min_max_normalize
 from avalanche_fgadahat.importance.normalize import min_max_normalize_all
 from avalanche_fgadahat.models import HATMLP
-
-IN_PASS = [
-    "input_weight_abs_sum",
-    "output_weight_abs_sum",
-    "input_weight_gradient_abs_sum",
-    "output_weight_gradient_abs_sum",
-    "activation_abs",
-    "input_weight_abs_sum_x_activation_abs",
-    "output_weight_abs_sum_x_activation_abs",
-    "input_weight_gradient_square_sum",
-    "output_weight_gradient_square_sum",
-    "input_weight_gradient_square_sum_x_activation_abs",
-    "output_weight_gradient_square_sum_x_activation_abs",
-    "cbp_adaptation",
-    "cbp_adaptive_contribution",
-]
 
 REFERENCE_ARGUMENTS = [
     "adjustment_intensity",
@@ -57,19 +40,6 @@ REFERENCE_ARGUMENTS = [
     "importance_summing_strategy_exponential_rate",
     "importance_summing_strategy_log_base",
 ]
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return split_digits(5)
-
-
-def _commit(model, task, signs):
-    """Store a mask for ``task`` with the given per-unit signs (1 = unit used)."""
-    with torch.no_grad():
-        for key, values in signs.items():
-            model.task_embedding[key].copy_(torch.tensor(values, dtype=torch.float32) * 2 - 1)
-    model.commit_task(task)
 
 
 # ---------------------------------------------------------------- signature and defaults
@@ -191,8 +161,8 @@ def test_rates_against_hand_formula_at_third_task(scheduler, aggregation, filter
     model = HATMLP(6, (5, 4))
     masks_a = {"fc0": [1, 0, 1, 0, 0], "fc1": [1, 1, 0, 0]}
     masks_b = {"fc0": [1, 1, 0, 0, 0], "fc1": [0, 1, 0, 0]}
-    _commit(model, 3, masks_a)
-    _commit(model, 1, masks_b)
+    commit_signs(model, 3, masks_a)
+    commit_signs(model, 1, masks_b)
     importance = {"fc0": torch.rand(5) * 2, "fc1": torch.rand(4) * 2}
     for key, state in model.unit_state.items():
         state.summed_importance.copy_(importance[key])
@@ -286,7 +256,7 @@ def test_summing_strategy_over_three_tasks_in_training_order(name, kwargs, coeff
             state.importance_step_sum.copy_(sums[key])
         model.importance_steps.fill_(steps)
         history.append({k: v / steps + 0.25 for k, v in sums.items()})
-        _commit(model, task, {"fc0": [1, 1, 0, 0, 1], "fc1": [0, 1, 1, 0]})
+        commit_signs(model, task, {"fc0": [1, 1, 0, 0, 1], "fc1": [0, 1, 1, 0]})
         plugin.accumulator.finalize_(model, task)
         for key, state in model.unit_state.items():
             want = sum(c * h[key] for c, h in zip(coefficients[n - 1], history))
@@ -302,7 +272,7 @@ def test_filter_unmasked_importance_multiplies_by_stored_mask():
     for state in model.unit_state.values():
         state.importance_step_sum.fill_(3.0)
     model.importance_steps.fill_(2)
-    _commit(model, 0, {"fc0": [1, 0, 1, 0, 1], "fc1": [0, 0, 1, 1]})
+    commit_signs(model, 0, {"fc0": [1, 0, 1, 0, 1], "fc1": [0, 0, 1, 1]})
     plugin.accumulator.finalize_(model, 0)
     torch.testing.assert_close(model.unit_state["fc0"].summed_importance, torch.tensor([2.0, 0, 2.0, 0, 2.0]))
     torch.testing.assert_close(model.unit_state["fc1"].task_importances[0], torch.tensor([0, 0, 2.0, 2.0]))
@@ -372,7 +342,7 @@ class _Spy(SupervisedPlugin):
         self.steps_at_epoch_end.append(int(strategy.model.importance_steps))
 
 
-def _train(digits, importance_type, tasks=2, epochs=1, batch=64, hidden=(16, 8), **kwargs):
+def _train(bench, importance_type, tasks=2, epochs=1, batch=64, hidden=(16, 8), **kwargs):
     torch.manual_seed(0)
     model = HATMLP(64, hidden)
     spy = _Spy()
@@ -383,26 +353,26 @@ def _train(digits, importance_type, tasks=2, epochs=1, batch=64, hidden=(16, 8),
         train_mb_size=batch,
         train_epochs=epochs,
         eval_mb_size=256,
-        evaluator=EvaluationPlugin(accuracy_metrics(experience=True), loggers=[]),
+        evaluator=quiet(accuracy_metrics(experience=True)),
         plugins=[spy],
         **kwargs,
     )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        for exp in digits.train_stream[:tasks]:
+        for exp in bench.train_stream[:tasks]:
             strategy.train(exp)
-        results = strategy.eval(digits.test_stream[:tasks])
+        results = strategy.eval(bench.test_stream[:tasks])
     return model, strategy, spy, results
 
 
-@pytest.mark.parametrize("importance_type", IN_PASS)
-def test_end_to_end_two_tasks(digits, importance_type):
+@pytest.mark.parametrize("importance_type", IN_PASS_TYPES)
+def test_end_to_end_two_tasks(digits5, importance_type):
     # 3 epochs at batch 16 (about 55 Adam steps at lr 1e-2 per task) on 32-32 units: enough for
     # every task to learn (on 16-8 units task 0 stays at chance: 0.505 whatever the importance)
-    model, strategy, spy, results = _train(digits, importance_type, epochs=3, batch=16, hidden=(32, 32))
+    model, strategy, spy, results = _train(digits5, importance_type, epochs=3, batch=16, hidden=(32, 32))
     needs = IMPORTANCE_TYPES[importance_type].needs_activations
     assert spy.records and all(rec == (needs, needs) for rec in spy.records)
-    batches = [math.ceil(len(exp.dataset) / 16) for exp in digits.train_stream[:2]]
+    batches = [math.ceil(len(exp.dataset) / 16) for exp in digits5.train_stream[:2]]
     assert spy.steps_at_epoch_end == [b * e for b in batches for e in (1, 2, 3)] and min(batches) >= 2
     assert model.training_step is None and int(model.importance_steps) == 0
     assert model.trained_tasks() == [0, 1]
@@ -418,8 +388,8 @@ def test_end_to_end_two_tasks(digits, importance_type):
     assert len(accuracies) == 2 and min(accuracies) > 0.8  # two classes per task: chance is 0.5
 
 
-def test_training_adjusts_second_task_and_state_dict_roundtrip(digits):
-    model, strategy, spy, results = _train(digits, "input_weight_abs_sum_x_activation_abs")
+def test_training_adjusts_second_task_and_state_dict_roundtrip(digits5):
+    model, strategy, spy, results = _train(digits5, "input_weight_abs_sum_x_activation_abs")
     assert 0.0 < strategy.hat_plugin.network_capacity() < 1.0
     assert max(v for k, v in results.items() if k.startswith("Top1_Acc_Exp")) > 0.6
     state = model.state_dict()
@@ -427,7 +397,7 @@ def test_training_adjusts_second_task_and_state_dict_roundtrip(digits):
         assert f"unit_state.fc0.{key}" in state
     assert "importance_steps" in state
     fresh = HATMLP(64, (16, 8))
-    for exp in digits.train_stream[:2]:
+    for exp in digits5.train_stream[:2]:
         avalanche_model_adaptation(fresh, exp)
     fresh.load_state_dict(state)
     for key, s in model.unit_state.items():
@@ -436,10 +406,10 @@ def test_training_adjusts_second_task_and_state_dict_roundtrip(digits):
     assert fresh.trained_tasks() == [0, 1]
 
 
-def test_summative_mask_scheduler_trains(digits):
+def test_summative_mask_scheduler_trains(digits5):
     """The reference's summative_mask_sparsity_reg crashes; here it trains three tasks."""
     model, strategy, spy, _ = _train(
-        digits,
+        digits5,
         "input_weight_gradient_abs_sum",
         tasks=3,
         importance_scheduler_type="summative_mask_sparsity_reg",
@@ -455,7 +425,7 @@ def test_summative_mask_scheduler_trains(digits):
         assert torch.equal(rows[2] == 0, state.task_masks[2] == 0)
 
 
-def test_avalanche_checkpoint_resume_is_bit_identical(digits, tmp_path):
+def test_avalanche_checkpoint_resume_is_bit_identical(digits5, tmp_path):
     """Importance state rides in the model: a checkpoint after task 0 resumes exactly
     (the package's ``save_checkpoint``/``maybe_load_checkpoint``: Avalanche's, made to work on
     this torch without touching dill's global settings)."""
@@ -471,19 +441,19 @@ def test_avalanche_checkpoint_resume_is_bit_identical(digits, tmp_path):
             optimizer=torch.optim.Adam(model.parameters(), lr=1e-2),
             train_mb_size=64,
             train_epochs=1,
-            evaluator=EvaluationPlugin(loggers=[]),
+            evaluator=quiet(),
         )
 
     byref = dill.settings["byref"]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         first = make()
-        first.train(digits.train_stream[0])
+        first.train(digits5.train_stream[0])
         save_checkpoint(first, str(tmp_path / "ckpt.pkl"))
-        first.train(digits.train_stream[1])
+        first.train(digits5.train_stream[1])
         resumed, counter = maybe_load_checkpoint(make(), str(tmp_path / "ckpt.pkl"))
         assert counter == 1 and resumed.model.trained_tasks() == [0]
-        resumed.train(digits.train_stream[1])
+        resumed.train(digits5.train_stream[1])
     assert dill.settings["byref"] == byref
     for key, state in first.model.unit_state.items():
         other = resumed.model.unit_state[key]

@@ -172,22 +172,21 @@ def test_sweeps_write_the_learning_diagnostics_to_the_run_log(tmp_path, capsys):
     assert "learning-diagnostic warning(s)" in capsys.readouterr().out
 
 
-def test_diagnostic_warnings_point_at_the_users_train_call():
+def test_diagnostic_warnings_point_at_the_users_train_call(digits5):
     import warnings
 
-    from avalanche.training.plugins import EvaluationPlugin
+    from hat_test_support import quiet
 
     from avalanche_fgadahat import HAT
-    from avalanche_fgadahat.data import split_digits
     from avalanche_fgadahat.models import HATMLP
     from avalanche_fgadahat.diagnostics import HATDiagnosticWarning
 
     model = HATMLP(64, (256,))
     strategy = HAT(model=model, optimizer=torch.optim.Adam(model.parameters(), lr=1e-3), train_mb_size=64,
-                   evaluator=EvaluationPlugin(loggers=[]))
+                   evaluator=quiet())
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        strategy.train(split_digits(5).train_stream[0])
+        strategy.train(digits5.train_stream[0])
     ours = [w for w in caught if w.category is HATDiagnosticWarning]
     assert ours and all(w.filename == __file__ for w in ours)
 

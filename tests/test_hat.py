@@ -1,4 +1,5 @@
-"""HAT: equations against hand computations, and old tasks' outputs frozen bit for bit."""
+"""HAT: equations against hand computations, the optimizer state, end-to-end training and bad
+arguments (old tasks' outputs frozen bit for bit, per backbone: ``test_backbones.py``)."""
 
 from __future__ import annotations
 
@@ -10,10 +11,9 @@ import torch
 from avalanche.evaluation.metrics import accuracy_metrics, forgetting_metrics
 from avalanche.models.utils import avalanche_model_adaptation
 from avalanche.training import Naive
-from avalanche.training.plugins import EvaluationPlugin
+from hat_test_support import OPTIMIZERS, quiet, tiny_alexnet_12
 
 from avalanche_fgadahat import HAT, HATPlugin
-from avalanche_fgadahat.data import split_digits
 from avalanche_fgadahat.masking import (
     annealed_scale,
     broadcast,
@@ -22,7 +22,9 @@ from avalanche_fgadahat.masking import (
 )
 from avalanche_fgadahat.models import HATAlexNet, HATMLP, HATResNet18, UntrainedTaskWarning
 
-quiet = lambda: EvaluationPlugin(loggers=[])  # noqa: E731
+# Per-backbone checks (old tasks' outputs frozen bit for bit under every optimizer, the
+# untrained-task union, mixed-task batches, ...) are in backbone_conformance.py, run for every
+# backbone by test_backbones.py.
 
 
 # ---------------------------------------------------------------- annealing (Eq. 3)
@@ -35,7 +37,7 @@ def test_annealing_endpoints_and_midpoint():
     assert annealed_scale(1, 1, s_max) == s_max
 
 
-def test_plugin_feeds_one_based_batch_index():
+def test_plugin_feeds_one_based_batch_index(digits5):
     """The first batch of every epoch sees s = 1/s_max (the reference's is negative)."""
     seen = []
 
@@ -44,7 +46,7 @@ def test_plugin_feeds_one_based_batch_index():
             seen.append((strategy.clock.train_epoch_iterations, self.gate_scale))
             super().before_backward(strategy, **kwargs)
 
-    bench = split_digits(5)
+    bench = digits5
     model = HATMLP(64, (16,))
     strategy = Naive(model=model, optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
                      train_mb_size=128, train_epochs=2, evaluator=quiet(), plugins=[Spy()])
@@ -121,7 +123,7 @@ def test_broadcast_linear_first_layer_and_aggregations():
 
 
 def test_broadcast_conv_kernels_and_flatten():
-    model = HATAlexNet((1, 12, 12), conv_channels=(2, 3), kernel_sizes=(3, 2), fc_sizes=(4,))
+    model = tiny_alexnet_12()
     conv0, conv1, fc0 = model.param_layouts
     measure = {"conv0": torch.tensor([1.0, 0.0]), "conv1": torch.tensor([0.3, 1.0, 0.6]),
                "fc0": torch.tensor([0.9, 0.1, 1.0, 0.4])}
@@ -231,13 +233,13 @@ def _alexnet_pass(model, x, embedding, scale, train):
 
 
 @pytest.mark.parametrize("scale", [0.5, 400.0])
-def test_conv_mask_folded_into_kernel_equals_masked_feature_map(scale):
+def test_conv_mask_folded_into_kernel_equals_masked_feature_map(scale, first_experience):
     """Training folds the mask into the conv kernel, conv_{W·m,b·m}(x) = conv(x)·m; eval mode
     masks the feature map. Same logits and same gradients (weights, biases, embedding)."""
     torch.manual_seed(0)
     model = HATAlexNet((3, 20, 20), conv_channels=(8, 16, 16), kernel_sizes=(3, 3, 2), fc_sizes=(32,),
                        conv_dropout=0.0, fc_dropout=0.0)
-    avalanche_model_adaptation(model, split_digits(5).train_stream[0])
+    avalanche_model_adaptation(model, first_experience)
     x = torch.randn(5, 3, 20, 20)
     embedding = torch.randn(model.task_embeddings.numel()) * 0.05
     folded = _alexnet_pass(model, x, embedding, scale, train=True)
@@ -250,78 +252,15 @@ def test_conv_mask_folded_into_kernel_equals_masked_feature_map(scale):
     assert float(folded[2].abs().max()) > 0  # the embedding gradient flows through the folded kernel
 
 
-# ---------------------------------------------------------------- frozen outputs
-def _outputs_per_task(model, bench):
-    model.eval()
-    with torch.no_grad():
-        return {
-            t: model(exp.dataset.tensors[0] if hasattr(exp.dataset, "tensors") else torch.stack([exp.dataset[i][0] for i in range(len(exp.dataset))]), t)
-            for t, exp in enumerate(bench.test_stream)
-        }
-
-
-OPTIMIZERS = {
-    "sgd_momentum": lambda p: torch.optim.SGD(p, lr=0.05, momentum=0.9),
-    "adam": lambda p: torch.optim.Adam(p, lr=1e-2),
-    "adamw": lambda p: torch.optim.AdamW(p, lr=1e-2, weight_decay=0.0),
-    "rmsprop": lambda p: torch.optim.RMSprop(p, lr=1e-3),
-}
-
-
-def _make_model(kind):
-    if kind == "mlp":
-        return HATMLP(64, (32, 32))
-    if kind == "alexnet":
-        return _Reshape8(HATAlexNet((1, 8, 8), conv_channels=(4, 6), kernel_sizes=(3, 2), fc_sizes=(16,), conv_dropout=0.0, fc_dropout=0.0))
-    return _Reshape8(HATResNet18((1, 8, 8), widths=(4, 4, 8, 8), small_input_stem=True))
-
-
-def _Reshape8(model):
-    inner_forward = model.forward_features
-    model.forward_features = lambda x, masks, task: inner_forward(x.view(-1, 1, 8, 8), masks, task)
-    return model
-
-
-@pytest.mark.parametrize("optimizer", sorted(OPTIMIZERS))
-def test_earlier_tasks_outputs_bit_identical_mlp(optimizer):
-    _check_frozen("mlp", optimizer)
-
-
-@pytest.mark.parametrize("kind", ["alexnet", "resnet"])
-def test_earlier_tasks_outputs_bit_identical_conv(kind):
-    _check_frozen(kind, "adam")
-
-
-def _check_frozen(kind, optimizer):
-    torch.manual_seed(0)
-    bench = split_digits(5)
-    model = _make_model(kind)
-    strategy = HAT(model=model, optimizer=OPTIMIZERS[optimizer](model.parameters()),
-                   train_mb_size=64, train_epochs=2, eval_mb_size=512, evaluator=quiet())
-    test_x = [torch.stack([exp.dataset[i][0] for i in range(len(exp.dataset))]) for exp in bench.test_stream]
-    reference = {}
-    first_weight = model.param_layouts[0].weight
-    for t, exp in enumerate(bench.train_stream):
-        strategy.train(exp)
-        if t == 0:
-            after_first = first_weight.detach().clone()
-        model.eval()
-        with torch.no_grad():
-            reference[t] = model(test_x[t], t)
-            for old in range(t):
-                assert torch.equal(model(test_x[old], old), reference[old]), f"task {old} changed after task {t}"
-    # not vacuous: later tasks did move the shared weights that task 0 left free
-    assert not torch.equal(first_weight.detach(), after_first)
-
-
+# ---------------------------------------------------------------- optimizer state
 @pytest.mark.parametrize("optimizer", ["adam", "adamw"])
-def test_seeded_adam_second_moments_change_no_update(optimizer, monkeypatch):
+def test_seeded_adam_second_moments_change_no_update(optimizer, monkeypatch, digits5):
     """Adam's v seeded at 1e30 on frozen weights (a CPU speed fix): every parameter after three
     tasks is bit-identical to a run without the seeding, and the seeding did happen."""
     import avalanche_fgadahat.plugins.hat as hat_module
     from avalanche_fgadahat.plugins.optimizer_state import seed_frozen_second_moments_
 
-    bench = split_digits(5)
+    bench = digits5
     states, seeded = [], []
 
     def counting(optimizer_, rates):
@@ -358,8 +297,8 @@ def test_seeded_second_moments_only_where_frozen_and_only_for_plain_cpu_adam():
         assert seed_frozen_second_moments_(other, rates) == 0 and not other.state
 
 
-def test_naive_with_plugin_equals_hat_strategy():
-    bench = split_digits(5)
+def test_naive_with_plugin_equals_hat_strategy(digits5):
+    bench = digits5
     outs = []
     for use_plugin in (False, True):
         torch.manual_seed(1)
@@ -378,12 +317,11 @@ def test_naive_with_plugin_equals_hat_strategy():
 
 
 # ---------------------------------------------------------------- end to end with Avalanche evaluation
-def test_end_to_end_with_evaluation_plugin_and_untrained_tasks():
+def test_end_to_end_with_evaluation_plugin_and_untrained_tasks(digits5):
     torch.manual_seed(0)
-    bench = split_digits(5)
+    bench = digits5
     model = HATMLP(64, (64, 64))
-    evaluator = EvaluationPlugin(accuracy_metrics(experience=True, stream=True),
-                                 forgetting_metrics(experience=True, stream=True), loggers=[])
+    evaluator = quiet(accuracy_metrics(experience=True, stream=True), forgetting_metrics(experience=True, stream=True))
     strategy = HAT(model=model, optimizer=torch.optim.Adam(model.parameters(), lr=1e-3),
                    train_mb_size=32, train_epochs=5, eval_mb_size=256, evaluator=evaluator)
     with warnings.catch_warnings(record=True) as caught:
@@ -401,24 +339,6 @@ def test_end_to_end_with_evaluation_plugin_and_untrained_tasks():
     assert torch.equal(sd["unit_state.fc0.cumulative"], sd["unit_state.fc0.task_masks"].amax(0))
     assert torch.equal(sd["unit_state.fc0.summative"], sd["unit_state.fc0.task_masks"].sum(0))
     assert model.trained_tasks() == [0, 1, 2, 3, 4]
-
-
-def test_untrained_task_uses_union_of_masks():
-    model = HATMLP(4, (6,))
-    x = torch.randn(3, 4)
-    model.eval()
-    with pytest.warns(UntrainedTaskWarning):
-        ones = model.masks_for_task(7)
-    assert torch.equal(ones["fc0"], torch.ones(6))
-    with torch.no_grad():
-        model.task_embedding["fc0"].copy_(torch.tensor([1.0, -1, -1, 1, -1, -1]))
-    model.commit_task(0)
-    with torch.no_grad():
-        model.task_embedding["fc0"].copy_(torch.tensor([-1.0, 1, -1, -1, -1, -1]))
-    model.commit_task(2)
-    union = model.masks_for_task(7)["fc0"]
-    assert union.tolist() == [1, 1, 0, 1, 0, 0]
-    assert model.trained_tasks() == [0, 2]
 
 
 # ---------------------------------------------------------------- bad arguments
@@ -451,22 +371,3 @@ def test_unsupported_layer_fails_loudly():
 
     with pytest.raises(TypeError, match="norm"):
         WithNorm()
-
-
-def test_training_batch_with_mixed_task_labels_is_refused_eval_accepts_it():
-    bench = split_digits(2)
-    model = HATMLP(64, (5,))
-    for exp in bench.train_stream:
-        avalanche_model_adaptation(model, exp)
-    model.begin_training(0).gate_scale = 1.0
-    model.train()
-    with pytest.raises(ValueError, match=r"task_labels .* found \[0, 1\]"):
-        model(torch.randn(4, 64), torch.tensor([0, 0, 1, 1]))
-    model.commit_task(0)
-    model.end_training()
-    model.eval()
-    with pytest.warns(UntrainedTaskWarning):
-        out = model(torch.randn(4, 64), torch.tensor([0, 1, 0, 1]))
-    assert out.shape == (4, 5)
-
-

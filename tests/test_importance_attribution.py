@@ -22,8 +22,8 @@ import pytest
 import torch
 from avalanche.models.utils import avalanche_model_adaptation
 from captum_reference import reference_importance
+from hat_test_support import quiet
 
-from avalanche_fgadahat.data import split_digits
 from avalanche_fgadahat.importance import (
     ATTRIBUTION_TYPES,
     IMPORTANCE_TYPES,
@@ -41,11 +41,6 @@ from avalanche_fgadahat.importance.forward_wrapper import TaskForward, attributi
 from avalanche_fgadahat.models import HATAlexNet, HATMLP, HATResNet18
 
 BATCH = 6
-
-
-@pytest.fixture(scope="module")
-def first_experience():
-    return split_digits(5).train_stream[0]  # task 0, two classes
 
 
 def _context(model, shape, experience, *, seed: int = 0, max_rows: int | None = 7) -> StepContext:
@@ -361,16 +356,15 @@ def test_user_settings_in_the_step_context_change_the_result(first_experience):
 
 # ---------------------------------------------------------------------------- inside the strategy
 @pytest.mark.parametrize("importance_type", ["deeplift_abs", "lrp_abs", "feature_ablation_abs"])
-def test_attribution_types_train_inside_fgadahat(importance_type):
+def test_attribution_types_train_inside_fgadahat(importance_type, digits5):
     """The plugin calls the type after every optimizer step; training stays in train mode."""
     import warnings
 
     from avalanche.evaluation.metrics import accuracy_metrics
-    from avalanche.training.plugins import EvaluationPlugin, SupervisedPlugin
+    from avalanche.training.plugins import SupervisedPlugin
 
     from avalanche_fgadahat.strategies import FGAdaHAT
 
-    digits = split_digits(5)
     torch.manual_seed(0)
     model = HATMLP(64, (12, 8))
     modes = []
@@ -382,11 +376,11 @@ def test_attribution_types_train_inside_fgadahat(importance_type):
     strategy = FGAdaHAT(
         model=model, optimizer=torch.optim.Adam(model.parameters(), lr=1e-2), importance_type=importance_type,
         train_mb_size=128, train_epochs=1, eval_mb_size=256,
-        evaluator=EvaluationPlugin(accuracy_metrics(experience=True), loggers=[]), plugins=[_Spy()],
+        evaluator=quiet(accuracy_metrics(experience=True)), plugins=[_Spy()],
     )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        strategy.train(digits.train_stream[0])
+        strategy.train(digits5.train_stream[0])
     assert len(modes) > 1 and all(modes)
     for key, state in model.unit_state.items():
         assert torch.isfinite(state.summed_importance).all() and state.summed_importance.abs().sum() > 0, key

@@ -15,9 +15,9 @@ import math
 import pytest
 import torch
 from avalanche.models.utils import avalanche_model_adaptation
+from hat_test_support import one_training_step
 
-from avalanche_fgadahat.data import split_digits
-from avalanche_fgadahat.importance import IMPORTANCE_TYPES, IN_PASS_TYPES, REFERENCE_IMPORTANCE_TYPES, StepContext
+from avalanche_fgadahat.importance import IMPORTANCE_TYPES, IN_PASS_TYPES, REFERENCE_IMPORTANCE_TYPES
 from avalanche_fgadahat.models import HATAlexNet, HATMLP, HATResNet18
 
 IN_PASS = list(IN_PASS_TYPES)
@@ -34,29 +34,7 @@ def test_all_in_pass_types_registered_with_reference_names():
     assert all(IMPORTANCE_TYPES[n].extra_passes == "none" for n in IN_PASS)
 
 
-# ---------------------------------------------------------------- one real step
-def _step(model, x, y, task, scale=3.0):
-    """Forward (soft masks, recorded activations), CE backward, SGD step; StepContext."""
-    torch.manual_seed(1)
-    model.train()
-    step = model.begin_training(task, record_activations=True)
-    step.gate_scale = scale
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
-    optimizer.zero_grad()
-    loss = torch.nn.functional.cross_entropy(model(x, task), y)
-    loss.backward()
-    optimizer.step()
-    return StepContext(
-        model=model,
-        task=task,
-        inputs=x,
-        targets=y,
-        masks={k: m.detach() for k, m in step.masks.items()},
-        activations={k: a.detach() for k, a in step.activations.items()},
-        gate_scale=scale,
-    )
-
-
+# ---------------------------------------------------------------- one real step (one_training_step) by hand
 def _abs_sum(values):
     return sum(abs(v) for v in values)
 
@@ -132,15 +110,10 @@ def _same(i):
 
 
 # ---------------------------------------------------------------- MLP
-@pytest.fixture(scope="module")
-def digits():
-    return split_digits(5)
-
-
-def test_mlp_two_heads_reads_current_task_head(digits):
+def test_mlp_two_heads_reads_current_task_head(digits5):
     torch.manual_seed(0)
     model = HATMLP(64, (7, 5))
-    for exp in digits.train_stream[:2]:
+    for exp in digits5.train_stream[:2]:
         avalanche_model_adaptation(model, exp)
     x, y = torch.rand(9, 64), torch.randint(0, 2, (9,))
     before = [p.detach().clone() for p in model.fc.parameters()]
@@ -148,7 +121,7 @@ def test_mlp_two_heads_reads_current_task_head(digits):
     masks = {k: torch.sigmoid(3.0 * e.detach()) for k, e in model.task_embedding.items()}
     h0 = torch.relu(masks["fc0"] * (x @ before[0].T + before[1]))
     h1 = torch.relu(masks["fc1"] * (h0 @ before[2].T + before[3]))
-    ctx = _step(model, x, y, task=1)
+    ctx = one_training_step(model, x, y, task=1)
     torch.testing.assert_close(ctx.activations["fc0"], h0)
     torch.testing.assert_close(ctx.activations["fc1"], h1)
     head1 = model.classifier.classifiers["1"].classifier
@@ -163,11 +136,11 @@ def test_mlp_two_heads_reads_current_task_head(digits):
     assert not torch.equal(model.fc[0].weight.detach(), before[0])
 
 
-def test_mlp_shared_head(digits):
+def test_mlp_shared_head(digits5):
     torch.manual_seed(0)
     model = HATMLP(64, (6, 4), multihead=False)
-    avalanche_model_adaptation(model, digits.train_stream[0])
-    ctx = _step(model, torch.rand(5, 64), torch.randint(0, 2, (5,)), task=0)
+    avalanche_model_adaptation(model, digits5.train_stream[0])
+    ctx = one_training_step(model, torch.rand(5, 64), torch.randint(0, 2, (5,)), task=0)
     head = model.classifier.classifier
     wiring = {
         "fc0": ([model.fc[0].weight], [(model.fc[1].weight, _same)]),
@@ -176,10 +149,10 @@ def test_mlp_shared_head(digits):
     _check_all_types(ctx, wiring)
 
 
-def test_cbp_adaptation_of_dead_unit_is_finite(digits):
+def test_cbp_adaptation_of_dead_unit_is_finite(digits5):
     torch.manual_seed(0)
     model = HATMLP(64, (4, 3))
-    ctx = _step(model, torch.rand(5, 64), torch.randint(0, 2, (5,)), task=0)
+    ctx = one_training_step(model, torch.rand(5, 64), torch.randint(0, 2, (5,)), task=0)
     with torch.no_grad():
         model.fc[0].weight[2].zero_()
     value = IMPORTANCE_TYPES["cbp_adaptation"].function(ctx)["fc0"]
@@ -194,7 +167,7 @@ def test_alexnet_conv_kernels_and_flatten():
     )
     # after conv1 + pool: 4 channels of 2×2 → fc0 reads 4 consecutive columns per channel
     assert model.fcs[0].in_features == 16
-    ctx = _step(model, torch.rand(6, 2, 12, 12), torch.randint(0, 2, (6,)), task=0)
+    ctx = one_training_step(model, torch.rand(6, 2, 12, 12), torch.randint(0, 2, (6,)), task=0)
     assert ctx.activations["conv0"].dim() == 4
     head = model.classifier.classifiers["0"].classifier
 
@@ -214,7 +187,7 @@ def test_alexnet_conv_kernels_and_flatten():
 def test_resnet_shortcut_weights_count_as_input_and_output_weights():
     torch.manual_seed(0)
     model = HATResNet18((3, 8, 8), small_input_stem=True, widths=(2, 3, 3, 4))
-    ctx = _step(model, torch.rand(3, 3, 8, 8), torch.randint(0, 2, (3,)), task=0)
+    ctx = one_training_step(model, torch.rand(3, 3, 8, 8), torch.randint(0, 2, (3,)), task=0)
     blocks = model.blocks
     head = model.classifier.classifiers["0"].classifier
     assert blocks[2].shortcut is not None and blocks[1].shortcut is None
@@ -242,7 +215,7 @@ def test_resnet_shortcut_weights_count_as_input_and_output_weights():
 def test_missing_activations_is_a_clear_error():
     torch.manual_seed(0)
     model = HATMLP(64, (4, 3))
-    ctx = _step(model, torch.rand(5, 64), torch.randint(0, 2, (5,)), task=0)
+    ctx = one_training_step(model, torch.rand(5, 64), torch.randint(0, 2, (5,)), task=0)
     ctx.activations = {}
     with pytest.raises(ValueError, match="record_activations"):
         IMPORTANCE_TYPES["activation_abs"].function(ctx)

@@ -14,10 +14,10 @@ import torch
 from avalanche.logging import TensorboardLogger
 from avalanche.training import Naive
 from avalanche.training.plugins import EvaluationPlugin
+from hat_test_support import quiet
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from avalanche_fgadahat import HAT, AdaHAT
-from avalanche_fgadahat.data import split_digits
 from avalanche_fgadahat.figures import plot_masks, render_figure, save_mask_figure
 from avalanche_fgadahat.metrics import (
     MetricsCSVLogger,
@@ -36,11 +36,6 @@ MB = "NetworkCapacity_MB/train_phase/train_stream/Task{t:03}"
 EXP = "NetworkCapacity_Exp/train_phase/train_stream/Task{t:03}/Exp{t:03}"
 STREAM = "NetworkCapacity_Stream/eval_phase/test_stream"
 FIGURE = "MaskFigure/train_phase/train_stream"
-
-
-@pytest.fixture(scope="module")
-def bench():
-    return split_digits(5)
 
 
 def _all_metrics(figure: bool):
@@ -84,10 +79,10 @@ def _train_hat(bench, loggers, n_tasks=3, figure=False):
 
 
 # ---------------------------------------------------------------- capacity
-def test_capacity_reaches_train_and_eval_dicts_and_tensorboard(bench, tmp_path):
+def test_capacity_reaches_train_and_eval_dicts_and_tensorboard(digits5, tmp_path):
     tb = TensorboardLogger(tb_log_dir=tmp_path / "tb")
-    model, strategy, train_results = _train_hat(bench, [tb], figure=True)
-    eval_result = strategy.eval(bench.test_stream[:3])
+    model, strategy, train_results = _train_hat(digits5, [tb], figure=True)
+    eval_result = strategy.eval(digits5.test_stream[:3])
     tb.writer.close()
 
     expected = [_hat_free_fraction(model, list(range(t))) for t in range(3)]
@@ -101,7 +96,7 @@ def test_capacity_reaches_train_and_eval_dicts_and_tensorboard(bench, tmp_path):
     events = EventAccumulator(str(tmp_path / "tb"), size_guidance={"scalars": 0, "images": 0})
     events.Reload()
     scalars = set(events.Tags()["scalars"])
-    iterations = [len(exp.dataset) // 100 + bool(len(exp.dataset) % 100) for exp in bench.train_stream[:3]]
+    iterations = [len(exp.dataset) // 100 + bool(len(exp.dataset) % 100) for exp in digits5.train_stream[:3]]
     step = 0
     for t in range(3):
         mb = events.Scalars(MB.format(t=t))
@@ -118,29 +113,29 @@ def test_capacity_reaches_train_and_eval_dicts_and_tensorboard(bench, tmp_path):
     assert len(images) == 3 and images[0].width > 0 and images[0].height > 0
 
 
-def test_capacity_before_training_is_one_and_experience_is_mean_of_iterations(bench):
+def test_capacity_before_training_is_one_and_experience_is_mean_of_iterations(digits5):
     torch.manual_seed(0)
     model = HATMLP(64, (32, 32))
-    evaluator = EvaluationPlugin(*hat_capacity_metrics(minibatch=True, experience=True, stream=True), loggers=[])
+    evaluator = quiet(*hat_capacity_metrics(minibatch=True, experience=True, stream=True))
     strategy = AdaHAT(model=model, optimizer=torch.optim.Adam(model.parameters(), lr=1e-2),
                       adjustment_intensity=0.05, train_mb_size=32, train_epochs=1, evaluator=evaluator)
-    assert strategy.eval(bench.test_stream[:1])[STREAM] == 1.0
-    for exp in bench.train_stream[:2]:
+    assert strategy.eval(digits5.test_stream[:1])[STREAM] == 1.0
+    for exp in digits5.train_stream[:2]:
         strategy.train(exp)
     all_metrics = evaluator.get_all_metrics()
     mb_values = all_metrics[MB.format(t=1)][1]
     assert len(set(mb_values)) > 1  # R_l moves the AdaHAT rates step by step
     (exp_value,) = all_metrics[EXP.format(t=1)][1]
     assert exp_value == pytest.approx(sum(mb_values) / len(mb_values), rel=1e-12)
-    assert strategy.eval(bench.test_stream[:1])[STREAM] == mb_values[-1]
+    assert strategy.eval(digits5.test_stream[:1])[STREAM] == mb_values[-1]
 
 
-def test_capacity_metric_needs_exactly_one_hat_plugin(bench):
+def test_capacity_metric_needs_exactly_one_hat_plugin(digits5):
     model = HATMLP(64, (8,))
     strategy = Naive(model=model, optimizer=torch.optim.SGD(model.parameters(), lr=0.1), train_mb_size=500,
-                     evaluator=EvaluationPlugin(*hat_capacity_metrics(minibatch=True), loggers=[]))
+                     evaluator=quiet(*hat_capacity_metrics(minibatch=True)))
     with pytest.raises(ValueError, match="no HATPlugin"):
-        strategy.train(bench.train_stream[0])
+        strategy.train(digits5.train_stream[0])
     hat = HAT(model=HATMLP(64, (8,)), optimizer=torch.optim.SGD(model.parameters(), lr=0.1))
     assert find_hat_plugin(hat) is hat.hat_plugin
 
@@ -157,8 +152,8 @@ def test_metric_helpers_reject_bad_arguments(helper, kwargs, needle):
 
 
 # ---------------------------------------------------------------- mask usage
-def test_mask_usage_equals_hand_computation_from_stored_masks(bench):
-    model, strategy, train_results = _train_hat(bench, [])
+def test_mask_usage_equals_hand_computation_from_stored_masks(digits5):
+    model, strategy, train_results = _train_hat(digits5, [])
     for t, result in enumerate(train_results):
         tasks = list(range(t + 1))
         for key, n in model.unit_sizes.items():
@@ -208,11 +203,11 @@ def _read_csv(path):
         return list(csv.DictReader(handle))
 
 
-def test_csv_logger_writes_capacity_rows(bench, tmp_path):
+def test_csv_logger_writes_capacity_rows(digits5, tmp_path):
     path = tmp_path / "logs" / "metrics.csv"
     logger = MetricsCSVLogger(path)
-    model, strategy, _ = _train_hat(bench, [logger], n_tasks=2)
-    strategy.eval(bench.test_stream[:2])
+    model, strategy, _ = _train_hat(digits5, [logger], n_tasks=2)
+    strategy.eval(digits5.test_stream[:2])
     rows = _read_csv(path)
     assert list(rows[0]) == ["name", "x", "value", "phase"]
     for t in range(2):
@@ -232,7 +227,7 @@ def test_csv_logger_writes_capacity_rows(bench, tmp_path):
     restored = pickle.loads(pickle.dumps(logger))
     logger.close()
     strategy.evaluator.loggers = [restored]
-    strategy.eval(bench.test_stream[:1])
+    strategy.eval(digits5.test_stream[:1])
     restored.close()
     again = _read_csv(path)
     assert again[: len(rows)] == rows and len(again) > len(rows)

@@ -4,8 +4,9 @@ Each test names the mutant it kills:
 
 * the per-layer ``R_l = 0`` rule at exactly 10 free units (``> 10`` → ``>= 10``);
 * the mask commit ``1[e > 0]`` at ``e = 0`` (``>`` → ``>=``);
-* a rollback that restores parameters but not buffers (FG-AdaHAT's importance buffers and
-  BatchNorm statistics, with a NaN loss at iteration 3);
+* a rollback that restores parameters but not buffers (FG-AdaHAT's importance buffers here,
+  with a NaN loss at iteration 3; BatchNorm statistics, and every backbone's whole state, in
+  ``backbone_conformance.py``);
 * the capacity metric with ``train([e0, e1])`` (one call, two experiences);
 * ``hat_random``'s formula ``1 − P·(1 − U)`` (e.g. ``1 − P·U`` or ``U``);
 * the summative-mask scheduler during training (replaced by a constant).
@@ -13,25 +14,18 @@ Each test names the mutant it kills:
 
 from __future__ import annotations
 
-import math
 import warnings
 
 import pytest
 import torch
 from avalanche.core import SupervisedPlugin
-from avalanche.training.plugins import EvaluationPlugin
+from hat_test_support import quiet, rollback_case
 
 from avalanche_fgadahat import FGAdaHAT, HAT, HATPlugin, hat_capacity_metrics, set_seed
-from avalanche_fgadahat.data import split_digits
 from avalanche_fgadahat.masking import broadcast, mask_sparsity_regularizer
-from avalanche_fgadahat.models import HATMLP, HATResNet18
+from avalanche_fgadahat.models import HATMLP
 
 pytestmark = [pytest.mark.filterwarnings("ignore:No loggers specified"), pytest.mark.filterwarnings("ignore::UserWarning")]
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return split_digits(5)
 
 
 # ---------------------------------------------------------------- R_l at exactly 10 free units
@@ -58,67 +52,20 @@ def test_commit_stores_zero_for_an_embedding_of_exactly_zero():
 
 
 # ---------------------------------------------------------------- rollback restores buffers
-class _NaNAt(SupervisedPlugin):
-    def __init__(self, iteration: int) -> None:
-        super().__init__()
-        self.iteration = iteration
-
-    def before_forward(self, strategy, **kwargs):
-        if strategy.clock.train_epoch_iterations == self.iteration:
-            strategy.mbatch[0] = torch.full_like(strategy.mbatch[0], math.nan)
-
-
-class _Record(SupervisedPlugin):
-    def __init__(self) -> None:
-        super().__init__()
-        self.start = None
-        self.before_nan = None
-
-    def before_training_exp(self, strategy, **kwargs):
-        self.start = {k: v.detach().clone() for k, v in strategy.model.state_dict().items()}
-
-    def after_training_iteration(self, strategy, **kwargs):
-        self.before_nan = {k: v.detach().clone() for k, v in strategy.model.state_dict().items()}
-
-
-def _rollback_case(model, strategy_cls, bench, reshape=None, **kwargs):
-    set_seed(0)
-    recorder = _Record()
-    strategy = strategy_cls(model=model, optimizer=torch.optim.Adam(model.parameters(), lr=1e-2),
-                            train_mb_size=32, evaluator=EvaluationPlugin(loggers=[]), **kwargs)
-    strategy.train(bench.train_stream[0])
-    strategy.plugins.insert(0, recorder)
-    strategy.plugins.append(_NaNAt(3))  # three real steps first
-    with pytest.raises(FloatingPointError, match="rolled back"):
-        strategy.train(bench.train_stream[1])
-    after = model.state_dict()
-    moved = [k for k in recorder.start if not torch.equal(recorder.start[k], recorder.before_nan[k])]
-    assert all(torch.equal(recorder.start[k], after[k]) for k in recorder.start)
-    return moved
-
-
-def test_rollback_restores_fgadahat_importance_buffers(digits):
-    moved = _rollback_case(HATMLP(64, (16, 8)), FGAdaHAT, digits)
+def test_rollback_restores_fgadahat_importance_buffers(digits5):
+    moved = rollback_case(HATMLP(64, (16, 8)), FGAdaHAT, digits5)
     # the three steps had changed the importance accumulators: a parameters-only rollback fails
     assert "importance_steps" in moved and "unit_state.fc0.importance_step_sum" in moved
 
 
-def test_rollback_restores_batchnorm_statistics(digits):
-    model = HATResNet18((1, 8, 8), widths=(4, 4, 8, 8), small_input_stem=True, batch_norm="per_task")
-    inner = model.forward_features
-    model.forward_features = lambda x, masks, task: inner(x.view(-1, 1, 8, 8), masks, task)
-    moved = _rollback_case(model, HAT, digits)
-    assert any(k.endswith("norms.1.running_mean") for k in moved)
-
-
 # ---------------------------------------------------------------- capacity with train([e0, e1])
-def test_capacity_metric_when_one_train_call_holds_two_experiences(digits):
+def test_capacity_metric_when_one_train_call_holds_two_experiences(digits5):
     set_seed(0)
     model = HATMLP(64, (16,))
-    evaluator = EvaluationPlugin(*hat_capacity_metrics(experience=True), loggers=[])
+    evaluator = quiet(*hat_capacity_metrics(experience=True))
     strategy = HAT(model=model, optimizer=torch.optim.Adam(model.parameters(), lr=1e-2), train_mb_size=32,
                    evaluator=evaluator)
-    strategy.train([digits.train_stream[0], digits.train_stream[1]])
+    strategy.train([digits5.train_stream[0], digits5.train_stream[1]])
     metrics = evaluator.get_all_metrics()
     first = metrics["NetworkCapacity_Exp/train_phase/train_stream/Task000/Exp000"][1]
     second = metrics["NetworkCapacity_Exp/train_phase/train_stream/Task001/Exp001"][1]
@@ -150,7 +97,7 @@ def test_hat_random_rate_is_one_minus_p_times_one_minus_u():
 
 
 # ---------------------------------------------------------------- summative scheduler while training
-def test_summative_mask_scheduler_sets_the_rates_of_the_third_task(digits):
+def test_summative_mask_scheduler_sets_the_rates_of_the_third_task(digits5):
     """During task 2 the per-parameter measure is ``mean(I_l[i], I_{l−1}[j]) ·
     (min(S_l[i], S_{l−1}[j]) + b_L)`` with S from tasks 0 and 1 (a constant L fails)."""
     seen = {}
@@ -169,10 +116,10 @@ def test_summative_mask_scheduler_sets_the_rates_of_the_third_task(digits):
                         importance_type="input_weight_gradient_abs_sum",
                         importance_scheduler_type="summative_mask_sparsity_reg",
                         neuron_to_weight_importance_aggregation_mode="mean", base_linear=5.0,
-                        plugins=[Capture()], evaluator=EvaluationPlugin(loggers=[]))
+                        plugins=[Capture()], evaluator=quiet())
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        for experience in digits.train_stream[:3]:
+        for experience in digits5.train_stream[:3]:
             strategy.train(experience)
     summative = seen["summative"]
     assert len({float(v) for s in summative.values() for v in s}) > 1  # S varies by unit

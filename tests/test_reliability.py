@@ -1,6 +1,8 @@
-"""Reliability: checkpoint/resume in a new process, state-dict round trip, determinism.
+"""Reliability: checkpoint/resume in a new process, state dicts, determinism.
 
 Benchmark: the embedded ``split_digits(5)`` (2 classes per task); model ``HATMLP(64, (32, 32))``.
+The state-dict round trip into a fresh model is checked for every backbone in
+``backbone_conformance.py``.
 """
 
 from __future__ import annotations
@@ -15,11 +17,10 @@ import warnings
 import pytest
 import torch
 from avalanche.evaluation.metrics import accuracy_metrics
-from avalanche.training.plugins import EvaluationPlugin
+from hat_test_support import quiet
 
 from avalanche_fgadahat import HAT, AdaHAT, set_seed
 from avalanche_fgadahat.checkpoint import maybe_load_checkpoint, save_checkpoint
-from avalanche_fgadahat.data import split_digits
 from avalanche_fgadahat.models import HATMLP
 
 try:
@@ -144,7 +145,7 @@ def test_resume_in_new_process_equals_uninterrupted_run(crash_and_resume, name):
 def _strategy(name: str, seed: int, bench, hidden=(32, 32)):
     set_seed(seed)
     model = HATMLP(64, hidden)
-    evaluator = EvaluationPlugin(accuracy_metrics(experience=True), loggers=[])
+    evaluator = quiet(accuracy_metrics(experience=True))
     cls = {"HAT": HAT, "AdaHAT": AdaHAT, "FGAdaHAT": FGAdaHAT}[name]
     return cls(model=model, optimizer=torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9),
                train_mb_size=32, train_epochs=2, eval_mb_size=512, evaluator=evaluator)
@@ -165,50 +166,11 @@ def _train(strategy, bench, n: int = 3):
     return strategy
 
 
-@pytest.fixture(scope="module")
-def bench():
-    return split_digits(5)
-
-
-# ---------------------------------------------------------------- state dict round trip
-@pytest.mark.parametrize("name", ["HAT", "FGAdaHAT"])
-def test_state_dict_round_trip_into_fresh_model(bench, name):
-    if name not in ALGORITHMS:
-        pytest.skip("FGAdaHAT is not importable from avalanche_fgadahat")
-    strategy = _train(_strategy(name, 0, bench), bench)
-    model = strategy.model
-    state = {k: v.clone() for k, v in model.state_dict().items()}
-    assert model.trained_tasks() == [0, 1, 2]
-    fresh = HATMLP(64, (32, 32))
-    assert set(fresh.classifier.classifiers) == {"0"}  # Avalanche made the other heads
-    rng = torch.get_rng_state()
-    fresh.load_state_dict(state)  # strict: no missing/unexpected keys
-    assert torch.equal(rng, torch.get_rng_state())  # loading does not move the global RNG
-    loaded = fresh.state_dict()
-    assert loaded.keys() == state.keys()
-    assert all(torch.equal(loaded[k], state[k]) and loaded[k].dtype == state[k].dtype for k in state)
-    assert fresh.trained_tasks() == [0, 1, 2]
-    assert fresh.known_train_tasks_labels == model.known_train_tasks_labels == {0, 1, 2}
-    assert fresh.classifier.known_train_tasks_labels == {0, 1, 2}
-    assert fresh.max_class_label == model.max_class_label
-    model.eval()
-    fresh.eval()
-    x = torch.stack([bench.test_stream[t].dataset[i][0] for t in range(5) for i in range(8)])
-    labels = torch.arange(5).repeat_interleave(8)
-    with torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        for task in range(3):
-            assert torch.equal(fresh(x, task), model(x, task))
-        assert torch.equal(fresh(x, labels), model(x, labels))  # mixed-task batch, padded output
-    if name == "FGAdaHAT":
-        for key, group in model.unit_state.items():
-            assert group.summed_importance.abs().sum() > 0
-            assert torch.equal(fresh.unit_state[key].summed_importance, group.summed_importance)
-
-
-def test_state_dict_loads_into_model_adapted_to_fewer_tasks(bench):
+# ---------------------------------------------------------------- state dicts
+# (the round trip into a fresh model, for every backbone: backbone_conformance.py)
+def test_state_dict_loads_into_model_adapted_to_fewer_tasks(digits5):
     """Heads that exist with another width are resized; missing ones are created."""
-    strategy = _train(_strategy("HAT", 0, bench), bench, n=2)
+    strategy = _train(_strategy("HAT", 0, digits5), digits5, n=2)
     fresh = HATMLP(64, (32, 32))
     fresh.classifier.classifiers["0"].classifier = torch.nn.Linear(32, 7)
     fresh.load_state_dict(strategy.model.state_dict())
@@ -232,10 +194,10 @@ def test_single_head_state_dict_round_trip():
 
 
 # ---------------------------------------------------------------- determinism
-def test_same_seed_gives_bit_identical_accuracy_matrices_and_weights(bench):
+def test_same_seed_gives_bit_identical_accuracy_matrices_and_weights(digits5):
     runs = []
     for seed in (7, 7, 8):
-        strategy = _train(_strategy("AdaHAT", seed, bench), bench)
+        strategy = _train(_strategy("AdaHAT", seed, digits5), digits5)
         runs.append((_accuracy_matrix(strategy), {k: v.clone() for k, v in strategy.model.state_dict().items()}))
     (m1, s1), (m2, s2), (_, s3) = runs
     assert len(m1) == 3
@@ -245,12 +207,12 @@ def test_same_seed_gives_bit_identical_accuracy_matrices_and_weights(bench):
 
 
 # ---------------------------------------------------------------- checkpoint details
-def test_checkpoint_in_process_round_trip_and_atomic_write(bench, tmp_path):
-    strategy = _train(_strategy("HAT", 0, bench), bench, n=2)
+def test_checkpoint_in_process_round_trip_and_atomic_write(digits5, tmp_path):
+    strategy = _train(_strategy("HAT", 0, digits5), digits5, n=2)
     path = tmp_path / "run.ckpt"
     save_checkpoint(strategy, path)
     assert os.listdir(tmp_path) == ["run.ckpt"]  # the temporary file was renamed
-    fresh = _strategy("HAT", 99, bench)
+    fresh = _strategy("HAT", 99, digits5)
     old_model = fresh.model
     loaded, start = maybe_load_checkpoint(fresh, path)
     assert loaded is fresh and start == 2
@@ -258,11 +220,11 @@ def test_checkpoint_in_process_round_trip_and_atomic_write(bench, tmp_path):
     assert fresh.optimizer.param_groups[0]["params"][0] is next(fresh.model.parameters())
     assert fresh.model.trained_tasks() == [0, 1]
     assert _accuracy_matrix(fresh) == _accuracy_matrix(strategy)
-    missing, start = maybe_load_checkpoint(_strategy("HAT", 0, bench), tmp_path / "none.ckpt")
+    missing, start = maybe_load_checkpoint(_strategy("HAT", 0, digits5), tmp_path / "none.ckpt")
     assert start == 0
 
 
-def test_avalanche_save_checkpoint_works_after_prepare_checkpointing(bench, tmp_path, monkeypatch):
+def test_avalanche_save_checkpoint_works_after_prepare_checkpointing(digits5, tmp_path, monkeypatch):
     """``prepare_checkpointing()`` repairs torch.optim (globally) so Avalanche's own function
     pickles optimizers; the package import does not (``tests/test_import_side_effects.py``).
     The global repair is undone after this test."""
@@ -277,21 +239,21 @@ def test_avalanche_save_checkpoint_works_after_prepare_checkpointing(bench, tmp_
     prepared = checkpoint.prepare_checkpointing()
     try:
         assert not dill.settings["byref"]  # dill's global settings are left alone
-        strategy = _train(_strategy("AdaHAT", 0, bench), bench, n=1)
+        strategy = _train(_strategy("AdaHAT", 0, digits5), digits5, n=1)
         av_save(strategy, str(tmp_path / "av.ckpt"))
-        fresh, start = av_load(_strategy("AdaHAT", 1, bench), str(tmp_path / "av.ckpt"))
+        fresh, start = av_load(_strategy("AdaHAT", 1, digits5), str(tmp_path / "av.ckpt"))
         assert start == 1 and fresh.model.trained_tasks() == [0]
     finally:
         for name in prepared:
             delattr(torch.optim, name.rpartition(".")[2])
 
 
-def test_plugin_state_from_an_earlier_version_loads_and_trains(bench):
+def test_plugin_state_from_an_earlier_version_loads_and_trains(digits5):
     """A checkpoint written by an earlier version (each setting its own attribute, the rate
     entries as private fields, ``layer_sparsity`` a plain attribute, no per-step caches; the
     model holding its per-step state as six attributes) unpickles through ``__setstate__``
     and trains the next task."""
-    strategy = _train(_strategy("FGAdaHAT", 0, bench), bench, n=1)
+    strategy = _train(_strategy("FGAdaHAT", 0, digits5), digits5, n=1)
     plugin = strategy.hat_plugin
     old_state = {k: v for k, v in plugin.__dict__.items()
                  if k not in ("config", "rule", "engine", "signals", "accumulator")}
@@ -313,6 +275,6 @@ def test_plugin_state_from_an_earlier_version_loads_and_trains(bench):
     assert strategy.hat_plugin is revived
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        strategy.train(bench.train_stream[1])
+        strategy.train(digits5.train_stream[1])
     assert strategy.model.trained_tasks() == [0, 1]
     assert revived.engine.groups and revived.config == plugin.config

@@ -10,12 +10,11 @@ import warnings
 
 import pytest
 import torch
-from avalanche.training.plugins import EvaluationPlugin
+from hat_test_support import quiet
 
 from avalanche_fgadahat import HAT, AdaHAT, AdaHATPlugin, FGAdaHAT, FGAdaHATPlugin, HATPlugin
 from avalanche_fgadahat.adjustment import ADJUSTMENT_RULES, build_rule
 from avalanche_fgadahat.config import AdaHATConfig, FGAdaHATConfig, HATConfig
-from avalanche_fgadahat.data import split_digits
 from avalanche_fgadahat.importance import IMPORTANCE_TYPES, AttributionSettings
 from avalanche_fgadahat.models import HATMLP
 
@@ -87,7 +86,7 @@ def test_every_accepted_mode_has_a_rule_carrying_its_parameters():
     assert (fg.epsilon, fg.base_linear, fg.filter_by_cumulative_mask, fg.aggregation) == (0.4, 2.0, True, "max")
 
 
-def test_attribution_settings_reach_every_training_step(monkeypatch):
+def test_attribution_settings_reach_every_training_step(monkeypatch, digits5):
     """The user's ``attribution_settings`` is the one each step's importance function reads."""
     seen = []
     original = IMPORTANCE_TYPES["conductance_abs"]
@@ -98,11 +97,11 @@ def test_attribution_settings_reach_every_training_step(monkeypatch):
 
     monkeypatch.setitem(IMPORTANCE_TYPES, "conductance_abs", dataclasses.replace(original, function=spy))
     settings = AttributionSettings(conductance_steps=3, max_rows=64)
-    bench = split_digits(5)
+    bench = digits5
     model = HATMLP(64, (8,))
     strategy = FGAdaHAT(model=model, optimizer=torch.optim.SGD(model.parameters(), lr=0.1), train_mb_size=64,
                         importance_type="conductance_abs", attribution_settings=settings,
-                        evaluator=EvaluationPlugin(loggers=[]))
+                        evaluator=quiet())
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         strategy.train(bench.train_stream[0])
