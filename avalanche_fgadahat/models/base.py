@@ -219,7 +219,19 @@ class HATBackbone(MultiTaskModule):
         if saved is not None:
             self.task_positions = torch.zeros_like(saved)
         restore_heads_(self, state_dict, prefix)
+        self._restore_per_task_modules_(state_dict, prefix)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def _restore_per_task_modules_(self, state_dict, prefix: str) -> None:
+        """Create the per-task copies (e.g. per-task BatchNorm) a saved state dict holds and a
+        freshly built model lacks: every submodule with ``ensure_tasks_`` gets the task labels
+        of its saved ``<name>.norms.<task>.*`` entries."""
+        for name, module in self.named_modules():
+            if not hasattr(module, "ensure_tasks_"):
+                continue
+            head = f"{prefix}{name}.norms."
+            tasks = {key[len(head):].split(".", 1)[0] for key in state_dict if key.startswith(head)}
+            module.ensure_tasks_(sorted(tasks, key=int), self.task_embeddings.device)
 
     # ------------------------------------------------------------------ forward
     def masks_for_task(self, task: int) -> dict[str, torch.Tensor]:

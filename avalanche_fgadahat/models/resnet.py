@@ -37,13 +37,20 @@ class PerTaskBatchNorm2d(DynamicModule):
     def adaptation(self, experience) -> None:
         """Create a ``BatchNorm2d`` for every new task label of ``experience``."""
         super().adaptation(experience)
-        for task in experience.task_labels:
+        self.ensure_tasks_(experience.task_labels)
+
+    def ensure_tasks_(self, tasks, device: torch.device | None = None) -> None:
+        """Create the ``BatchNorm2d`` of every task label in ``tasks`` that has none (on
+        ``device``, or where the existing ones are); also used when a state dict is loaded
+        into a freshly built model (:meth:`~.base.HATBackbone.load_state_dict`)."""
+        for task in tasks:
             if str(task) not in self.norms:
                 norm = nn.BatchNorm2d(self.num_features)
                 norm._hat_per_task = True
                 param = next(self.parameters(), None)
-                if param is not None:
-                    norm = norm.to(param.device)
+                target = device if device is not None else (param.device if param is not None else None)
+                if target is not None:
+                    norm = norm.to(target)
                 self.norms[str(task)] = norm
 
     def forward(self, x: torch.Tensor, task: int) -> torch.Tensor:
