@@ -41,7 +41,7 @@ def _set(config: Any, name: str, value: Any) -> None:
     object.__setattr__(config, name, value)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class HATConfig:
     """HAT's settings (Serrà et al., ICML 2018).
 
@@ -92,7 +92,7 @@ class HATConfig:
         _set(self, "alpha", float(check_number("alpha", self.alpha, minimum=0.0, maximum=1.0)))
         if self.embedding_clamp is not None:
             check_number("embedding_clamp", self.embedding_clamp, minimum=0.0, strict_minimum=True)
-        _set(self, "check_finite_loss", bool(self.check_finite_loss))
+        check_flag("check_finite_loss", self.check_finite_loss)
         if self.diagnostics is not None and not isinstance(self.diagnostics, LearningDiagnostics):
             raise ValueError(f"diagnostics must be a LearningDiagnostics or None, got {self.diagnostics!r}")
 
@@ -138,7 +138,7 @@ class HATConfig:
         return type(self).from_settings({**self.settings(), **changes})
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class AdaHATConfig(HATConfig):
     """AdaHAT's settings (Wang et al., ECML-PKDD 2024): HAT's plus the soft rule's.
 
@@ -170,7 +170,7 @@ class AdaHATConfig(HATConfig):
         _set(self, "epsilon", float(check_number("epsilon", self.epsilon, minimum=0.0, strict_minimum=True)))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class FGAdaHATConfig(AdaHATConfig):
     """FG-AdaHAT's settings (CLArena ``FGAdaHAT``): AdaHAT's plus the importance's.
 

@@ -30,6 +30,7 @@ from .plugins.checks import (
     check_no_task_mixing,
     find_hat_plugin,
     find_hat_plugins,
+    hat_model_of,
     mixed_batch_message,
     two_plugins_message,
     unwrap_hat_model,
@@ -53,15 +54,23 @@ class _HATFamilyStrategy(SupervisedTemplate):
     def __init_subclass__(cls, **kwargs: Any) -> None:
         """Give each strategy its own ``__init__`` whose signature lists its method's settings
         (Avalanche checks every keyword against the ``__init__`` signatures of the class)."""
+        if "__init__" in cls.__dict__:  # a user's subclass with its own __init__ keeps it
+            super().__init_subclass__(**kwargs)
+            return
         template = [p for name, p in inspect.signature(_HATFamilyStrategy._init).parameters.items()
                     if name not in ("config", "settings")]
         signature = settings_signature(cls.plugin_class.config_class, template)
+        name = cls.__name__
 
         def __init__(self, **arguments: Any) -> None:
+            missing = [arg for arg in ("model", "optimizer") if arg not in arguments]
+            if missing:
+                raise TypeError(f"{name}() missing required keyword argument(s): {', '.join(missing)}")
             _HATFamilyStrategy._init(self, **arguments)
 
         __init__.__signature__ = signature
         __init__.__doc__ = cls.__doc__
+        __init__.__qualname__ = f"{name}.__init__"
         cls.__init__ = __init__
         super().__init_subclass__(**kwargs)
         cls.__signature__ = signature.replace(parameters=list(signature.parameters.values())[1:])
@@ -101,7 +110,7 @@ class _HATFamilyStrategy(SupervisedTemplate):
         plugins: Sequence[BasePlugin] | None,
         template_kwargs: dict[str, Any],
     ) -> None:
-        unwrap_hat_model(model)
+        model = hat_model_of(model)
         extra = find_hat_plugins(plugins or [])
         if extra:
             raise ValueError(

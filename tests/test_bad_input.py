@@ -95,10 +95,22 @@ def test_out_of_range_number_names_argument_and_bound(build, name):
 
 
 # ---------------------------------------------------------------- 3. model without masked layers
-def test_model_without_masks_is_refused():
-    plain = nn.Sequential(nn.Flatten(), nn.Linear(64, 2))
-    with pytest.raises(TypeError, match="no HAT masks.*HATMLP, HATAlexNet, HATResNet18"):
-        _hat(model=plain)
+def test_model_that_cannot_be_converted_is_refused_naming_the_layer():
+    """A plain network is converted (``to_hat``); one with a layer HAT cannot mask is refused
+    before anything is built, naming the layer and the reason."""
+    class _Recurrent(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.rnn = nn.LSTM(64, 8)
+            self.fc = nn.Linear(8, 2)
+
+        def forward(self, x):
+            return self.fc(self.rnn(x)[0])
+
+    with pytest.raises(TypeError, match=r"layer 'rnn' \(LSTM\) cannot be converted to HAT: recurrent layers"):
+        _hat(model=_Recurrent())
+    plain = nn.Sequential(nn.Flatten(), nn.Linear(64, 8), nn.ReLU(), nn.Linear(8, 2))
+    assert type(_hat(model=plain).model).__name__ == "ConvertedHATModel"
 
 
 class _WithUnmaskedLayer(HATBackbone):

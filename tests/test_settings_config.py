@@ -106,3 +106,34 @@ def test_attribution_settings_reach_every_training_step(monkeypatch, digits5):
         warnings.simplefilter("ignore")
         strategy.train(bench.train_stream[0])
     assert seen and all(s is settings for s in seen)
+
+
+def test_settings_are_read_only_on_the_plugin_and_configs_keyword_only():
+    plugin = HATPlugin()
+    with pytest.raises(AttributeError, match=r"s_max is a setting of HATPlugin's config and read-only"):
+        plugin.s_max = 3.0
+    assert plugin.config.s_max == 400.0
+    with pytest.raises(TypeError, match="positional"):
+        AdaHATConfig("adahat", 1e-3, 0.2)  # would have set s_max=1e-3 by field order
+    with pytest.raises(ValueError, match="check_finite_loss must be True or False, got 'false'"):
+        HATConfig(check_finite_loss="false")
+
+
+def test_user_subclasses_keep_their_own_init_and_signature():
+    class MyHAT(HAT):
+        def __init__(self, my_flag: bool = False, **kwargs):
+            super().__init__(**kwargs)
+            self.my_flag = my_flag
+
+    class LoggingHAT(HATPlugin):
+        def __init__(self, log_every: int = 10, **settings):
+            super().__init__(**settings)
+            self.log_every = log_every
+
+    model = HATMLP(64, (4,))
+    strategy = MyHAT(model=model, optimizer=torch.optim.SGD(model.parameters(), lr=0.1), my_flag=True, s_max=50.0)
+    assert strategy.my_flag is True and strategy.hat_plugin.s_max == 50.0
+    assert "log_every" in inspect.signature(LoggingHAT).parameters
+    assert LoggingHAT(log_every=3, s_max=100.0).config.s_max == 100.0
+    with pytest.raises(TypeError, match=r"^HAT\(\) missing required keyword argument\(s\): model, optimizer"):
+        HAT()

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
-SUPPORTED_MASKED_MODULES = (nn.Linear, nn.Conv2d)
+SUPPORTED_MASKED_MODULES = (nn.Linear, nn.Conv1d, nn.Conv2d)
 
 
 @dataclass(frozen=True, eq=False)

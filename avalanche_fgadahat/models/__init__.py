@@ -2,10 +2,15 @@
 
 from .alexnet import HATAlexNet
 from .base import TASK_EMBEDDING_INITIALIZERS, HATBackbone, MixedTaskBatchError, UntrainedTaskWarning
+from .conversion import ConversionError, to_hat
+from .converted import ConvertedHATModel
 from .mlp import HATMLP
 from .resnet import HATResNet18, PerTaskBatchNorm2d
 
 __all__ = [
+    "ConversionError",
+    "ConvertedHATModel",
+    "to_hat",
     "HATAlexNet",
     "HATBackbone",
     "HATMLP",

@@ -47,7 +47,7 @@ from torch import nn
 from .._validation import check_choice
 from ..masking.gate import binary_mask, soft_mask
 from ..masking.layout import ParamLayout
-from .heads import check_state_dict_fits, restore_heads_
+from .heads import check_state_dict_fits, restore_heads_, restore_per_task_modules_
 from .state import UnitGroupState
 from .task_embeddings import TASK_EMBEDDING_INITIALIZERS, MixedTaskBatchError, UntrainedTaskWarning
 from .training_step import TrainingStep
@@ -67,9 +67,11 @@ class HATBackbone(MultiTaskModule):
 
     # ------------------------------------------------------------------ construction
     def _finish_init(
-        self, layouts: Sequence[ParamLayout], feature_size: int, unit_sizes: Mapping[str, int]
+        self, layouts: Sequence[ParamLayout], feature_size: int, unit_sizes: Mapping[str, int],
+        head: nn.Module | None = None,
     ) -> None:
-        """Register embeddings, buffers and head; check that every layer is supported."""
+        """Register embeddings, buffers and head (``head``, or Avalanche's multi-head / incremental
+        classifier of ``feature_size`` inputs); check that every layer is supported."""
         self.unit_sizes = dict(unit_sizes)
         self.param_layouts = list(layouts)
         self.feature_size = feature_size
@@ -79,7 +81,9 @@ class HATBackbone(MultiTaskModule):
         self.register_buffer("task_positions", torch.zeros(0, dtype=torch.long))
         # FG-AdaHAT: optimizer steps accumulated into ``importance_step_sum`` this task.
         self.register_buffer("importance_steps", torch.zeros((), dtype=torch.long))
-        if self.multihead:
+        if head is not None:
+            self.classifier = head
+        elif self.multihead:
             self.classifier = MultiHeadClassifier(feature_size)
         else:
             self.classifier = IncrementalClassifier(feature_size)
@@ -92,7 +96,7 @@ class HATBackbone(MultiTaskModule):
                 raise ValueError(f"layout {layout.name!r} gates unknown unit group {layout.out_key!r}")
             if layout.num_outputs != self.unit_sizes[layout.out_key]:
                 raise ValueError(f"layout {layout.name!r} has {layout.num_outputs} outputs, unit group has {self.unit_sizes[layout.out_key]}")
-        allowed_other = (nn.BatchNorm2d,)
+        allowed_other = (nn.BatchNorm1d, nn.BatchNorm2d)
         for name, module in self.named_modules():
             if name.startswith(("classifier", "task_embedding", "unit_state")):
                 continue
@@ -219,19 +223,8 @@ class HATBackbone(MultiTaskModule):
         if saved is not None:
             self.task_positions = torch.zeros_like(saved)
         restore_heads_(self, state_dict, prefix)
-        self._restore_per_task_modules_(state_dict, prefix)
+        restore_per_task_modules_(self, state_dict, prefix)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
-
-    def _restore_per_task_modules_(self, state_dict, prefix: str) -> None:
-        """Create the per-task copies (e.g. per-task BatchNorm) a saved state dict holds and a
-        freshly built model lacks: every submodule with ``ensure_tasks_`` gets the task labels
-        of its saved ``<name>.norms.<task>.*`` entries."""
-        for name, module in self.named_modules():
-            if not hasattr(module, "ensure_tasks_"):
-                continue
-            head = f"{prefix}{name}.norms."
-            tasks = {key[len(head):].split(".", 1)[0] for key in state_dict if key.startswith(head)}
-            module.ensure_tasks_(sorted(tasks, key=int), self.task_embeddings.device)
 
     # ------------------------------------------------------------------ forward
     def masks_for_task(self, task: int) -> dict[str, torch.Tensor]:

@@ -97,6 +97,18 @@ def restore_heads_(model, state_dict: Mapping[str, torch.Tensor], prefix: str) -
             model.max_class_label = weight.shape[0]
 
 
+def restore_per_task_modules_(model: nn.Module, state_dict: Mapping[str, torch.Tensor], prefix: str) -> None:
+    """Create the per-task copies (per-task BatchNorm) a saved state dict holds and a freshly
+    built model lacks: every submodule with ``ensure_tasks_`` gets the task labels of its saved
+    ``<name>.norms.<task>.*`` entries, on the device of the model's task embeddings."""
+    for name, module in model.named_modules():
+        if not hasattr(module, "ensure_tasks_"):
+            continue
+        head = f"{prefix}{name}.norms."
+        tasks = {key[len(head):].split(".", 1)[0] for key in state_dict if key.startswith(head)}
+        module.ensure_tasks_(sorted(tasks, key=int), model.task_embeddings.device)
+
+
 def check_state_dict_fits(model, state_dict: Mapping[str, torch.Tensor]) -> None:
     """Raise ``ValueError`` naming every entry whose shape cannot fit ``model``.
 

@@ -49,6 +49,7 @@ from .checks import (
     check_single_task_data,
     experience_task,
     find_hat_plugins,
+    hat_model_of,
     mixed_batch_message,
     two_plugins_message,
     unwrap_hat_model,
@@ -75,7 +76,10 @@ class HATPlugin(HATFamilyPlugin, ConfiguredSettings, SupervisedPlugin):
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        cls.__signature__ = settings_signature(cls.config_class)
+        if "__init__" not in cls.__dict__ or "config_class" in cls.__dict__:
+            cls.__signature__ = settings_signature(cls.config_class)
+        else:
+            cls.__signature__ = None  # a user's subclass with its own __init__ shows that one
         cls.ADJUSTMENT_MODES = cls.config_class.ADJUSTMENT_MODES
 
     def __init__(self, config: HATConfig | None = None, **settings: Any) -> None:
@@ -120,9 +124,17 @@ class HATPlugin(HATFamilyPlugin, ConfiguredSettings, SupervisedPlugin):
         found = find_hat_plugins(strategy.plugins)
         if len(found) > 1:
             raise ValueError(two_plugins_message(found))
-        unwrap_hat_model(strategy.model)
+        self._convert_model(strategy)
         check_no_task_mixing(strategy)
         self._pending_warnings = []  # of a train() call that stopped with an error (kept in the reports)
+        if self.phase is ExperiencePhase.FINISHING:
+            warnings.warn(
+                f"the previous strategy.train() stopped with an error after task {self.task}'s mask was "
+                "stored (in an after_training_exp callback): the task is kept, but Avalanche's clock did not "
+                "count that experience, so a checkpoint saved from now on resumes one experience early",
+                RuntimeWarning,
+                stacklevel=2,
+            )
         if self.phase is ExperiencePhase.TRAINING:
             task = self.task
             self.rollback_experience(strategy)
@@ -155,9 +167,18 @@ class HATPlugin(HATFamilyPlugin, ConfiguredSettings, SupervisedPlugin):
             warnings.warn(message, HATDiagnosticWarning, stacklevel=user_stacklevel())
 
     def before_eval(self, strategy, **kwargs) -> None:
-        """Refuse a wrapped model (``DataParallel``, ``torch.compile``) before it is called
-        without task labels."""
-        unwrap_hat_model(strategy.model)
+        """Convert a plain network; refuse a wrapped model (``DataParallel``,
+        ``torch.compile``) before it is called without task labels."""
+        self._convert_model(strategy)
+
+    @staticmethod
+    def _convert_model(strategy) -> None:
+        """``strategy.model`` becomes its HAT network when it is a plain one (``to_hat``: the
+        same parameter objects, so the optimizer keeps working; the task embeddings reach the
+        optimizer at Avalanche's optimizer update, as new heads do)."""
+        model = hat_model_of(strategy.model)
+        if model is not strategy.model:
+            strategy.model = model
 
     # ------------------------------------------------------------------ per experience
     def before_train_dataset_adaptation(self, strategy, **kwargs) -> None:

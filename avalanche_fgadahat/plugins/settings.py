@@ -1,8 +1,9 @@
 """How a HAT-family plugin or strategy holds its method's settings: one config object.
 
 Each plugin class names its config class (``config_class``); it is built from a config
-(``HATPlugin(HATConfig(s_max=200.0))``) or from keyword settings (``HATPlugin(s_max=200.0)``),
-never both in conflict, and reads every setting from it. The settings stay readable as
+(``HATPlugin(HATConfig(s_max=200.0))``) or from keyword settings (``HATPlugin(s_max=200.0)``);
+given both, the keywords override the config's values (``config.replace(**keywords)``). It
+reads every setting from the config. The settings stay readable as
 attributes (``plugin.s_max``), read-only. The keyword signature shown by ``help()`` and
 ``inspect.signature`` is generated from the config class, so each default is written once.
 """
@@ -55,3 +56,13 @@ class ConfiguredSettings:
         if config is not None and name in type(config).__dataclass_fields__:
             return getattr(config, name)
         raise AttributeError(f"{type(self).__name__!s} has no attribute {name!r}")
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        config = self.__dict__.get("config")
+        if config is not None and name in type(config).__dataclass_fields__:
+            raise AttributeError(
+                f"{name} is a setting of {type(self).__name__}'s config and read-only (changing it here "
+                f"would not reach the training step): build a new plugin, e.g. "
+                f"{type(self).__name__}(plugin.config.replace({name}=...))"
+            )
+        super().__setattr__(name, value)

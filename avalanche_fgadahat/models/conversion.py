@@ -1,0 +1,332 @@
+"""Convert the user's own network into a HAT network: :func:`to_hat`.
+
+The network's computation is traced with ``torch.fx`` (its head a leaf), and rewritten:
+
+1. every :data:`~.conversion_rules.MASKABLE_LAYERS` layer (``nn.Linear``, ``nn.Conv1d``,
+   ``nn.Conv2d``) that is not the head gets a per-unit HAT gate ``h · m`` (HAT Eq. 1–2) after
+   the BatchNorm that follows it, or, when its output is summed with others (a residual
+   addition), after the sum; the layers meeting at one sum share one unit group (as
+   :class:`~.resnet.HATResNet18` masks a block's output);
+2. every BatchNorm becomes per task (:class:`~.per_task_norm.PerTaskNorm`), or is refused;
+3. which unit group feeds each masked layer (for the neuron→parameter broadcast
+   ``min(M_l[i], M_{l−1}[j])``) is read from the graph, through the operations of
+   :data:`~.conversion_rules.TRANSPARENT_MODULES` (activations, dropout, pooling, flatten,
+   reshape): the input of a layer after a conv→flatten covers ``in_features / channels``
+   positions per channel.
+
+What cannot be converted raises before anything trains, naming the layer: the layers of
+:data:`~.conversion_rules.REFUSED_LAYERS`, tied weights, a layer called twice, parameters used
+by functional calls, data-dependent control flow (``torch.fx`` cannot trace it), a layer fed by
+a concatenation or by a sum no masked layer feeds directly. The parameters stay the same
+objects, so an optimizer built from ``model.parameters()`` keeps working.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import torch.fx as fx
+from avalanche.models import IncrementalClassifier, MultiHeadClassifier
+from torch import nn
+
+from .._validation import check_choice
+from .base import HATBackbone
+from .conversion_rules import (
+    ADDITION_METHODS,
+    ADDITIONS,
+    MASKABLE_LAYERS,
+    PER_TASK_LAYERS,
+    TRANSPARENT_FUNCTIONS,
+    TRANSPARENT_METHODS,
+    TRANSPARENT_MODULES,
+    refused_reason,
+)
+from .converted import ConvertedHATModel, apply_gate, record_activation
+from .per_task_norm import PerTaskNorm
+from ..masking.layout import ParamLayout
+
+BATCH_NORM_MODES = ("per_task", "refuse")
+HEAD_TYPES = (MultiHeadClassifier, IncrementalClassifier, nn.Linear)
+
+
+class ConversionError(TypeError):
+    """The network cannot be converted to HAT; the message names the layer and the way out."""
+
+
+class _Tracer(fx.Tracer):
+    """``torch.fx`` tracer that keeps the head whole (Avalanche heads branch on task labels)."""
+
+    def __init__(self, head: nn.Module | None) -> None:
+        super().__init__()
+        self.head = head
+
+    def is_leaf_module(self, module: nn.Module, qualified_name: str) -> bool:
+        return module is self.head or isinstance(module, HEAD_TYPES[:2]) or super().is_leaf_module(module, qualified_name)
+
+
+def _trace(model: nn.Module, head: nn.Module | None) -> fx.Graph:
+    try:
+        return _Tracer(head).trace(model)
+    except Exception as error:  # fx raises TraceError, TypeError, ... on dynamic control flow
+        raise ConversionError(
+            f"torch.fx could not trace {type(model).__name__}.forward ({type(error).__name__}: {error}). "
+            "Data-dependent control flow (if/for on tensor values) cannot be converted automatically: "
+            "write the forward without it, or subclass HATBackbone (docs/architecture.md)"
+        ) from error
+
+
+def _check_layers(model: nn.Module, batch_norm: str) -> None:
+    """Refuse unsupported layers and tied weights, naming them (before anything is changed)."""
+    for name, module in model.named_modules():
+        reason = refused_reason(module)
+        if reason is not None:
+            raise ConversionError(f"layer {name!r} ({type(module).__name__}) cannot be converted to HAT: {reason}")
+        if isinstance(module, PER_TASK_LAYERS) and batch_norm == "refuse":
+            raise ConversionError(
+                f"layer {name!r} ({type(module).__name__}): batch_norm='refuse' was asked; use "
+                "batch_norm='per_task' (one BatchNorm per task, as HATResNet18) or remove it"
+            )
+    owners: dict[int, str] = {}
+    for name, param in model.named_parameters(remove_duplicate=False):
+        if id(param) in owners:
+            raise ConversionError(
+                f"parameter {name!r} is the same tensor as {owners[id(param)]!r} (tied weights): HAT "
+                "stores one mask per layer and would freeze the shared tensor for both; untie them"
+            )
+        owners[id(param)] = name
+
+
+def _find_head(model: nn.Module, head: str | None) -> tuple[str, nn.Module]:
+    if head is not None:
+        try:
+            module = model.get_submodule(head)
+        except AttributeError:
+            raise ValueError(f"head={head!r} is not a submodule of {type(model).__name__}") from None
+        if not isinstance(module, HEAD_TYPES):
+            raise ValueError(f"head={head!r} is a {type(module).__name__}; a head must be one of "
+                             + ", ".join(t.__name__ for t in HEAD_TYPES))
+        return head, module
+    found = [(n, m) for n, m in model.named_modules() if isinstance(m, HEAD_TYPES[:2])]
+    found = [(n, m) for n, m in found if not any(n.startswith(outer + ".") for outer, _ in found)]
+    if len(found) > 1:
+        raise ValueError(f"{type(model).__name__} has several Avalanche heads ({', '.join(n for n, _ in found)}); "
+                         "name the one to use with head=")
+    if found:
+        return found[0]
+    graph = _trace(model, None)
+    last = None
+    for node in graph.nodes:
+        if node.op == "call_module" and isinstance(model.get_submodule(node.target), MASKABLE_LAYERS):
+            last = node
+    if last is None:
+        raise ConversionError(f"{type(model).__name__} has no layer HAT can mask besides its head (masked layers: "
+                              "nn.Linear, nn.Conv1d, nn.Conv2d); use a network with hidden layers or one of the "
+                              "package's: HATMLP, HATAlexNet, HATResNet18")
+    if not isinstance(model.get_submodule(last.target), nn.Linear):
+        raise ValueError(f"{type(model).__name__} ends in no nn.Linear head: name its head with head=")
+    return last.target, model.get_submodule(last.target)
+
+
+def _is_transparent(node: fx.Node, modules: dict[str, nn.Module]) -> bool:
+    if node.op == "call_module":
+        return isinstance(modules[node.target], TRANSPARENT_MODULES)
+    if node.op == "call_function":
+        return node.target in TRANSPARENT_FUNCTIONS
+    return node.op == "call_method" and node.target in TRANSPARENT_METHODS
+
+
+def _is_addition(node: fx.Node) -> bool:
+    return (node.op == "call_function" and node.target in ADDITIONS) or (
+        node.op == "call_method" and node.target in ADDITION_METHODS)
+
+
+def _only_user(node: fx.Node) -> fx.Node | None:
+    users = list(node.users)
+    return users[0] if len(users) == 1 else None
+
+
+def _key(target: str) -> str:
+    return target.replace(".", "_")
+
+
+def to_hat(model: nn.Module, *, head: str | None = None, task_incremental_heads: bool = False,
+           batch_norm: str = "per_task") -> HATBackbone:
+    """The HAT network of ``model``: a :class:`~.converted.ConvertedHATModel` sharing its parameters.
+
+    :param model: any ``nn.Module`` whose forward ``torch.fx`` can trace: Avalanche's
+        ``SimpleMLP``, ``MTSimpleMLP``, ``SimpleCNN``, ``MTSlimResNet18``, torchvision ResNets,
+        an ``nn.Sequential``. A :class:`~.base.HATBackbone` is returned unchanged.
+    :param head: qualified name of the classifier head (default: the model's Avalanche
+        ``MultiHeadClassifier``/``IncrementalClassifier``, else its last ``nn.Linear``). The
+        head is not masked.
+    :param task_incremental_heads: give a single-head model Avalanche's ``MultiHeadClassifier``
+        (one head per task label, new parameters); otherwise its head is kept.
+    :param batch_norm: ``per_task`` (one BatchNorm per task label) or ``refuse``.
+    :returns: the converted model: train it with the HAT-family strategies or plugins; its
+        body's parameters are ``model``'s own objects.
+    :raises ConversionError: a layer or a computation that cannot be converted (the message
+        names it); nothing of ``model`` is changed then.
+    """
+    if isinstance(model, HATBackbone):
+        return model
+    check_choice("batch_norm", batch_norm, BATCH_NORM_MODES)
+    _check_layers(model, batch_norm)
+    head_name, head_module = _find_head(model, head)
+    graph = _trace(model, head_module)
+    modules = dict(model.named_modules())
+    head_nodes = [n for n in graph.nodes if n.op == "call_module" and modules[n.target] is head_module]
+    if len(head_nodes) != 1:
+        raise ConversionError(f"the head {head_name!r} is called {len(head_nodes)} times in the forward; expected once")
+    features = head_nodes[0].args[0]
+    return _build(model, graph, modules, features, head_module, task_incremental_heads)
+
+
+def _build(model, graph, modules, features, head_module, task_incremental_heads) -> ConvertedHATModel:
+    """Rewrite the traced graph into the masked body; infer unit groups and layouts."""
+    masked, calls = [], {}
+    for node in graph.nodes:
+        if node is features:
+            break
+        if node.op == "call_module":
+            calls[node.target] = calls.get(node.target, 0) + 1
+            if calls[node.target] > 1 and isinstance(modules[node.target], MASKABLE_LAYERS + PER_TASK_LAYERS):
+                raise ConversionError(f"layer {node.target!r} is called twice in the forward (shared weights); "
+                                      "HAT needs one mask per use: give each use its own layer")
+            if isinstance(modules[node.target], MASKABLE_LAYERS):
+                masked.append(node)
+        elif node.op == "get_attr" and isinstance(getattr_path(model, node.target), nn.Parameter):
+            users = ", ".join(str(u.target) for u in node.users)
+            raise ConversionError(f"parameter {node.target!r} is used by a functional call ({users}); HAT masks "
+                                  "layers: use an nn.Linear/nn.Conv2d module, or subclass HATBackbone")
+    if not masked:
+        raise ConversionError(f"{type(model).__name__} has no layer HAT can mask besides its head (masked layers: "
+                              "nn.Linear, nn.Conv1d, nn.Conv2d); use a network with hidden layers or one of the "
+                              "package's: HATMLP, HATAlexNet, HATResNet18")
+    # unit groups: the node after which each group's gate goes
+    anchors: dict[fx.Node, list[fx.Node]] = {}
+    for node in masked:
+        end = node
+        while (user := _only_user(end)) is not None and user.op == "call_module" and isinstance(
+                modules[user.target], PER_TASK_LAYERS):
+            end = user
+        while (user := _only_user(end)) is not None and _is_addition(user):
+            end = user
+        anchors.setdefault(end, []).append(node)
+    keys = {anchor: _key(members[0].target) for anchor, members in anchors.items()}
+    sizes = {}
+    for anchor, members in anchors.items():
+        widths = {modules[m.target].weight.shape[0] for m in members}
+        if len(widths) != 1:
+            raise ConversionError(f"layers {[m.target for m in members]} meet at one sum with different widths {widths}")
+        sizes[keys[anchor]] = widths.pop()
+    # rewrite: placeholders (x, masks, task, record), gates, per-task norms, output = features
+    inputs = [n for n in graph.nodes if n.op == "placeholder"]
+    x = inputs[0]
+    with graph.inserting_after(inputs[-1]):
+        masks_in = graph.placeholder("masks")
+    with graph.inserting_after(masks_in):
+        task_in = graph.placeholder("task")
+    with graph.inserting_after(task_in):
+        record_in = graph.placeholder("record")
+    gates = {}
+    for anchor, key in keys.items():
+        with graph.inserting_after(anchor):
+            gate = graph.call_function(apply_gate, (anchor, masks_in, key))
+        anchor.replace_all_uses_with(gate, delete_user_cb=lambda user, gate=gate: user is not gate)
+        gates[gate] = key
+        after = _only_user(gate)
+        point = after if after is not None and _is_transparent(after, modules) and after.op != "call_method" else gate
+        with graph.inserting_after(point):
+            recorded = graph.call_function(record_activation, (record_in, key, point))
+        point.replace_all_uses_with(recorded, delete_user_cb=lambda user, r=recorded: user is not r)
+    layouts = [_layout(node, gates, modules, sizes) for node in masked]
+    owner = {id(m): keys[a] for a, ms in anchors.items() for m in ms}
+    layouts = [ParamLayout(f"body.{node.target}", modules[node.target], owner[id(node)], in_key, repeat)
+               for node, (in_key, repeat) in zip(masked, layouts)]
+    body_modules: dict[str, Any] = {}
+    for node in graph.nodes:
+        if node.op == "call_module" and modules[node.target] is not head_module:
+            module = modules[node.target]
+            if isinstance(module, PER_TASK_LAYERS):
+                module = PerTaskNorm(module)
+                node.args = (node.args[0], task_in)
+            body_modules[node.target] = module
+    for node in reversed(list(graph.nodes)):
+        if node.op == "output":
+            graph.erase_node(node)
+    graph.output(features)
+    for node in reversed(list(graph.nodes)):  # what only the head and after it used
+        if node.op not in ("placeholder", "output") and not node.users:
+            graph.erase_node(node)
+    for node in [n for n in graph.nodes if n.op == "placeholder" and n is not x and n not in (masks_in, task_in, record_in)]:
+        if node.users:
+            raise ConversionError(f"the forward uses its argument {node.target!r} outside the head; HAT conversion "
+                                  "supports forwards whose task labels only select the head")
+        graph.erase_node(node)
+    body = fx.GraphModule(body_modules, graph, class_name=f"HAT{type(model).__name__}Body")
+    feature_size, head = _head(head_module, task_incremental_heads)
+    return ConvertedHATModel(body, layouts, sizes, head=head, feature_size=feature_size,
+                             multihead=isinstance(head, MultiHeadClassifier), source=type(model).__name__)
+
+
+def getattr_path(model: nn.Module, target: str) -> Any:
+    """The attribute at the dotted path ``target`` of ``model`` (an ``fx`` ``get_attr`` target)."""
+    value: Any = model
+    for part in target.split("."):
+        value = getattr(value, part)
+    return value
+
+
+def _sources(node: Any, gates: dict[fx.Node, str], modules: dict[str, nn.Module], layer: str) -> set[str]:
+    """Unit groups reaching ``node`` through transparent operations (``set()``: the input)."""
+    if not isinstance(node, fx.Node) or node.op in ("placeholder", "get_attr"):
+        return set()
+    if node.op == "call_function" and node.target is record_activation:
+        return _sources(node.args[2], gates, modules, layer)
+    if node in gates:
+        return {gates[node]}
+    if _is_transparent(node, modules):
+        return _sources(node.args[0], gates, modules, layer)
+    if _is_addition(node):
+        found = set().union(*(_sources(a, gates, modules, layer) for a in node.args if isinstance(a, fx.Node)))
+        if len(found) > 1:
+            raise ConversionError(
+                f"layer {layer!r} is fed by a sum of unit groups {sorted(found)} that no masked layer feeds "
+                "directly; HAT cannot tell which group a unit belongs to: sum right after a layer's output")
+        return found
+    if node.op == "call_function" and node.target in (torch.cat, torch.concat):
+        raise ConversionError(f"layer {layer!r} is fed by a concatenation; not supported yet by to_hat: "
+                              "subclass HATBackbone and declare the layout (ParamLayout) by hand")
+    if node.op == "call_module" and isinstance(modules.get(node.target), PER_TASK_LAYERS):
+        return _sources(node.args[0], gates, modules, layer)
+    what = node.target if node.op != "call_function" else getattr(node.target, "__name__", node.target)
+    raise ConversionError(f"layer {layer!r} is fed through {node.op} {what!r}, which to_hat does not know "
+                          "how units pass; use standard modules (activations, pooling, flatten), or "
+                          "subclass HATBackbone and declare the layout (ParamLayout)")
+
+
+def _layout(node: fx.Node, gates, modules, sizes) -> tuple[str | None, int]:
+    """``(in_key, in_repeat)`` of a masked layer node."""
+    found = _sources(node.args[0], gates, modules, node.target)
+    if not found:
+        return None, 1
+    in_key = found.pop()
+    width = modules[node.target].weight.shape[1]
+    if width % sizes[in_key]:
+        raise ConversionError(f"layer {node.target!r} has {width} inputs, not a multiple of the {sizes[in_key]} "
+                              f"units of {in_key!r} that feed it")
+    return in_key, width // sizes[in_key]
+
+
+def _head(head: nn.Module, task_incremental_heads: bool) -> tuple[int, nn.Module]:
+    """``(feature size, head)``; a plain head becomes a ``MultiHeadClassifier`` on request."""
+    if isinstance(head, MultiHeadClassifier):
+        return head.in_features, head
+    if isinstance(head, IncrementalClassifier):
+        return head.classifier.in_features, head
+    if task_incremental_heads:
+        return head.in_features, MultiHeadClassifier(head.in_features, head.out_features)
+    return head.in_features, head
