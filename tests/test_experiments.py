@@ -20,7 +20,7 @@ from avalanche_fgadahat.experiments.__main__ import main
 from avalanche_fgadahat.experiments.baseline_models import PackNetMultiHead, PlainMultiHead
 from avalanche_fgadahat.experiments.measures import make_evaluator, per_experience
 from avalanche_fgadahat.experiments.runner import build_benchmark
-from avalanche_fgadahat.experiments.strategies import build_strategy, overrides_for, parse_overrides
+from avalanche_fgadahat.experiments.strategies import build_model, build_strategy, overrides_for, parse_overrides
 from avalanche_fgadahat.experiments.strategy_registry import _packnet_schedule
 from avalanche_fgadahat.models import HATMLP
 
@@ -259,19 +259,30 @@ def test_bad_settings_name_the_argument():
         PRESETS["split_cifar100"].settings(hidden_sizes=(10,))
     with pytest.raises(ValueError, match="epochs must be >= 1"):
         PRESETS["pmnist"].settings(epochs=0)
+    with pytest.raises(ValueError, match="MTSimpleMLP has one hidden layer"):
+        PRESETS["pdigits"].settings(backbone="mtsimplemlp", hidden_sizes=(16, 8))
 
 
-# ---------------------------------------------------------------- FG-AdaHAT (other worker)
-def _fgadahat_available() -> bool:
-    try:
-        from avalanche_fgadahat.strategies import FGAdaHAT  # noqa: F401
-        import avalanche_fgadahat.importance  # noqa: F401
-    except ImportError:
-        return False
-    return True
+def test_mtsimplemlp_backbone_is_avalanches_model_converted_and_runs_the_hat_family_only(tmp_path):
+    """``--backbone mtsimplemlp``: Avalanche's MTSimpleMLP through ``to_hat`` (its own layers);
+    a baseline on it is refused, naming the backbone to use."""
+    from avalanche.models import MTSimpleMLP
+
+    from avalanche_fgadahat.models import ConvertedHATModel
+
+    settings = PRESETS["pdigits"].settings(backbone="mtsimplemlp", hidden_sizes=(16,), n_experiences=2, epochs=1,
+                                           max_train_samples=40, max_test_samples=20)
+    hat = resolve_strategy("hat")
+    model = build_model(hat, settings)
+    assert isinstance(model, ConvertedHATModel) and model.source == MTSimpleMLP.__name__
+    assert [layout.weight.shape for layout in model.param_layouts] == [torch.Size([16, 64])]
+    record = run_one(settings, hat, 1, build_benchmark(settings, 1), tmp_path, log=lambda m: None)
+    assert record["config"]["experiment"]["backbone"] == "mtsimplemlp"
+    with pytest.raises(ValueError, match="runs the HAT family only; run the baselines on the mlp backbone"):
+        build_model(resolve_strategy("naive"), settings)
 
 
-@pytest.mark.skipif(not _fgadahat_available(), reason="FGAdaHAT not importable yet")
+# ---------------------------------------------------------------- FG-AdaHAT
 def test_fgadahat_resolves_importance_names_and_runs(tmp_path):
     icu = resolve_strategy("fgadahat:ICU")
     assert icu.label == "fgadahat:icu"

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from .presets import PRESETS
+from .presets import BACKBONES, PRESETS
 from .report import TABLE_LEGEND, matrices_text, write_plots, write_tables
 from .runner import run_sweep
 from .settings import SETTINGS_SOURCES, STRATEGY_SETTINGS
@@ -46,6 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--lr", type=float, default=None, help="Adam learning rate")
     parser.add_argument("--hidden-sizes", type=int, nargs="+", default=None, metavar="N",
                         help="hidden layer widths (mlp backbones)")
+    parser.add_argument("--backbone", default=None, choices=sorted(BACKBONES),
+                        help="network (default: the preset's); mtsimplemlp = Avalanche's MTSimpleMLP "
+                        "converted with to_hat (HAT family only)")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available)")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch CPU threads (default: the preset's; digits uses 1)")
@@ -104,7 +107,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
         settings = PRESETS[args.benchmark].settings(
             n_experiences=args.n_experiences, epochs=args.epochs, batch_size=args.batch_size,
-            eval_batch_size=args.eval_batch_size, lr=args.lr, hidden_sizes=args.hidden_sizes,
+            eval_batch_size=args.eval_batch_size, lr=args.lr, hidden_sizes=args.hidden_sizes, backbone=args.backbone,
             device=device, num_workers=args.num_workers, threads=args.threads, data_root=args.data_root,
             max_train_samples=args.max_train_samples, max_test_samples=args.max_test_samples,
         )

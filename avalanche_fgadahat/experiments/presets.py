@@ -110,9 +110,11 @@ def validate_settings(s: ExperimentSettings) -> None:
     for name in ("max_train_samples", "max_test_samples"):
         if getattr(s, name) is not None:
             check_number(name, getattr(s, name), minimum=1, integer=True)
-    if s.backbone == "mlp":
+    if s.backbone in ("mlp", "mtsimplemlp"):
         if not s.hidden_sizes:
-            raise ValueError("hidden_sizes must hold at least one width for the mlp backbone")
+            raise ValueError(f"hidden_sizes must hold at least one width for the {s.backbone} backbone")
+        if s.backbone == "mtsimplemlp" and len(s.hidden_sizes) != 1:
+            raise ValueError(f"hidden_sizes={s.hidden_sizes}: Avalanche's MTSimpleMLP has one hidden layer; give one width")
     elif s.hidden_sizes is not None:
         raise ValueError(
             f"hidden_sizes={s.hidden_sizes} applies to the mlp backbone only; "
@@ -223,11 +225,21 @@ def _alexnet(s: ExperimentSettings) -> HATBackbone:
     return HATAlexNet(tuple(s.input_shape))
 
 
+def _mtsimplemlp(s: ExperimentSettings) -> HATBackbone:
+    from avalanche.models import MTSimpleMLP
+
+    from ..models import to_hat
+
+    return to_hat(MTSimpleMLP(math.prod(s.input_shape), s.hidden_sizes[0]))
+
+
 #: backbone name → HAT-masked multi-head backbone; baselines unmask it (``baseline_models``).
+#: ``mtsimplemlp`` is Avalanche's ``MTSimpleMLP`` (one hidden layer, dropout 0.5) converted with
+#: ``to_hat`` (the HAT family only: run the baselines on the ``mlp`` backbone).
 #: ``alexnet`` (the HAT paper's conv net) is used by no preset: ``benchmarks/step_time.py``
 #: times it on the ``split_cifar100`` preset's input shape.
 BACKBONES: Mapping[str, Callable[[ExperimentSettings], HATBackbone]] = MappingProxyType(
-    {"mlp": _mlp, "resnet18": _resnet18, "alexnet": _alexnet}
+    {"mlp": _mlp, "resnet18": _resnet18, "alexnet": _alexnet, "mtsimplemlp": _mtsimplemlp}
 )
 
 

@@ -24,6 +24,7 @@ from avalanche.training.templates import SupervisedTemplate
 
 from ..models.base import HATBackbone
 from .baseline_models import PackNetMultiHead, PlainMultiHead
+from ..models import ConvertedHATModel
 from .presets import BACKBONES, ExperimentSettings
 from .settings import FGADAHAT_TYPE_OVERRIDES, STRATEGY_SETTINGS
 from .strategy_registry import (
@@ -184,6 +185,11 @@ def model_for(spec: StrategySpec, backbone: HATBackbone) -> torch.nn.Module:
     (HAT family), or its layers unmasked with per-task heads (``baseline_models.py``)."""
     if spec.model == "hat":
         return backbone
+    if isinstance(backbone, ConvertedHATModel):
+        raise ValueError(
+            f"the {backbone.source} backbone (converted with to_hat) runs the HAT family only; run the "
+            "baselines on the mlp backbone (the same layers as HATMLP, unmasked)"
+        )
     if spec.model == "packnet":
         return PackNetMultiHead(backbone)
     return PlainMultiHead(backbone)
