@@ -44,7 +44,7 @@ from .conversion_rules import (
     TRANSPARENT_MODULES,
     refused_reason,
 )
-from .converted import ConvertedHATModel, apply_gate, record_activation
+from .converted import BodyTracer, ConvertedHATModel, apply_gate, record_activation
 from .per_task_norm import PerTaskNorm
 from ..masking.layout import ParamLayout
 
@@ -59,7 +59,7 @@ class ConversionError(TypeError):
 class _Tracer(fx.Tracer):
     """``torch.fx`` tracer that keeps the head whole (Avalanche heads branch on task labels)."""
 
-    def __init__(self, head: nn.Module | None) -> None:
+    def __init__(self, head: nn.Module | None = None) -> None:
         super().__init__()
         self.head = head
 
@@ -266,6 +266,7 @@ def _build(model, graph, modules, features, head_module, task_incremental_heads)
             raise ConversionError(f"the forward uses its argument {node.target!r} outside the head; HAT conversion "
                                   "supports forwards whose task labels only select the head")
         graph.erase_node(node)
+    graph._tracer_cls = BodyTracer  # unpickling rebuilds the body from its code with this tracer
     body = fx.GraphModule(body_modules, graph, class_name=f"HAT{type(model).__name__}Body")
     feature_size, head = _head(head_module, task_incremental_heads)
     return ConvertedHATModel(body, layouts, sizes, head=head, feature_size=feature_size,

@@ -33,6 +33,14 @@ def record_activation(record: Callable[[str, torch.Tensor], None], key: str, h: 
     return h
 
 
+class BodyTracer(fx.Tracer):
+    """The tracer ``torch.fx`` uses when it rebuilds a converted body from its code (unpickling):
+    the gate and the recording stay single calls, as in the converted graph."""
+
+    def __init__(self) -> None:
+        super().__init__(autowrap_functions=(apply_gate, record_activation))
+
+
 class ConvertedHATModel(HATBackbone):
     """A user's network with HAT masks (see module doc); build it with :func:`~.conversion.to_hat`.
 
