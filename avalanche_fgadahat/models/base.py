@@ -76,6 +76,9 @@ class HATBackbone(MultiTaskModule):
         self.param_layouts = list(layouts)
         self.feature_size = feature_size
         self.unit_keys = list(self.unit_sizes)
+        #: ``{unit group: trailing (spatial) dims of its layers' outputs}`` (0 ``nn.Linear``, 1
+        #: ``nn.Conv1d``, 2 ``nn.Conv2d``): the gate needs no shape test, so ``torch.fx`` traces it
+        self.gate_extra_dims = {layout.out_key: layout.weight.dim() - 2 for layout in self.param_layouts}
         self.task_embeddings = nn.Parameter(torch.randn(sum(self.unit_sizes.values())))
         self.unit_state = nn.ModuleDict({k: UnitGroupState(n) for k, n in self.unit_sizes.items()})
         self.register_buffer("task_positions", torch.zeros(0, dtype=torch.long))
@@ -209,6 +212,8 @@ class HATBackbone(MultiTaskModule):
             state.pop(old, None)
         state.setdefault("training_step", None)
         super().__setstate__(state)
+        if "gate_extra_dims" not in self.__dict__:
+            self.gate_extra_dims = {layout.out_key: layout.weight.dim() - 2 for layout in self.param_layouts}
 
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
         """PyTorch's ``load_state_dict`` after a shape check that changes nothing on failure.
@@ -252,8 +257,9 @@ class HATBackbone(MultiTaskModule):
     def _gate(self, key: str, pre_activation: torch.Tensor, masks: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """Multiply a pre-activation by its unit group's mask (broadcast over conv maps)."""
         mask = masks[key]
-        if pre_activation.dim() > 2:
-            mask = mask.view(1, -1, *([1] * (pre_activation.dim() - 2)))
+        extra = self.gate_extra_dims[key]
+        if extra:
+            mask = mask.view(1, -1, *([1] * extra))
         return pre_activation * mask
 
     def _masked_conv(self, key: str, conv: nn.Conv2d, x: torch.Tensor, masks: Mapping[str, torch.Tensor]) -> torch.Tensor:

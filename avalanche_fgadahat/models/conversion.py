@@ -234,7 +234,8 @@ def _build(model, graph, modules, features, head_module, task_incremental_heads)
     gates = {}
     for anchor, key in keys.items():
         with graph.inserting_after(anchor):
-            gate = graph.call_function(apply_gate, (anchor, masks_in, key))
+            extra = modules[anchors[anchor][0].target].weight.dim() - 2
+            gate = graph.call_function(apply_gate, (anchor, masks_in, key, extra))
         anchor.replace_all_uses_with(gate, delete_user_cb=lambda user, gate=gate: user is not gate)
         gates[gate] = key
         after = _only_user(gate)

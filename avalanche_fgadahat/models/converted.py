@@ -19,11 +19,11 @@ from ..masking.layout import ParamLayout
 from .base import HATBackbone
 
 
-def apply_gate(h: torch.Tensor, masks: Mapping[str, torch.Tensor], key: str) -> torch.Tensor:
-    """``h · m_key``, the mask broadcast over the trailing (spatial) dims (HAT Eq. 1)."""
+def apply_gate(h: torch.Tensor, masks: Mapping[str, torch.Tensor], key: str, extra_dims: int) -> torch.Tensor:
+    """``h · m_key``, the mask broadcast over ``extra_dims`` trailing (spatial) dims (HAT Eq. 1)."""
     mask = masks[key]
-    if h.dim() > 2:
-        mask = mask.view(1, -1, *([1] * (h.dim() - 2)))
+    if extra_dims:
+        mask = mask.view(1, -1, *([1] * extra_dims))
     return h * mask
 
 
