@@ -47,6 +47,7 @@ from torch import nn
 from .._validation import check_choice
 from ..masking.gate import binary_mask, soft_mask
 from ..masking.layout import ParamLayout
+from .layer_checks import check_supported_layers
 from .heads import check_state_dict_fits, restore_heads_, restore_per_task_modules_
 from .state import UnitGroupState
 from .task_embeddings import TASK_EMBEDDING_INITIALIZERS, MixedTaskBatchError, UntrainedTaskWarning
@@ -93,26 +94,8 @@ class HATBackbone(MultiTaskModule):
         self._check_supported_layers()
 
     def _check_supported_layers(self) -> None:
-        covered = {id(layout.module) for layout in self.param_layouts}
-        for layout in self.param_layouts:
-            if layout.out_key not in self.unit_sizes:
-                raise ValueError(f"layout {layout.name!r} gates unknown unit group {layout.out_key!r}")
-            if layout.num_outputs != self.unit_sizes[layout.out_key]:
-                raise ValueError(f"layout {layout.name!r} has {layout.num_outputs} outputs, unit group has {self.unit_sizes[layout.out_key]}")
-        allowed_other = (nn.BatchNorm1d, nn.BatchNorm2d)
-        for name, module in self.named_modules():
-            if name.startswith(("classifier", "task_embedding", "unit_state")):
-                continue
-            own_params = [p for p in module.parameters(recurse=False) if p is not self.task_embeddings]
-            if not own_params or id(module) in covered:
-                continue
-            if isinstance(module, allowed_other) and getattr(module, "_hat_per_task", False):
-                continue
-            raise TypeError(
-                f"layer {name!r} ({type(module).__name__}) has parameters but no HAT mask; "
-                "supported masked layers are nn.Linear and nn.Conv2d registered in the model's "
-                "param_layouts (per-task BatchNorm via PerTaskBatchNorm2d)"
-            )
+        """``TypeError`` naming a parameter-bearing layer no mask covers (``layer_checks.py``)."""
+        check_supported_layers(self)
 
     # ------------------------------------------------------------------ training steps
     def begin_training(self, task: int, *, record_activations: bool = False) -> TrainingStep:

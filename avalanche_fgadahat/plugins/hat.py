@@ -173,12 +173,9 @@ class HATPlugin(HATFamilyPlugin, ConfiguredSettings, SupervisedPlugin):
 
     @staticmethod
     def _convert_model(strategy) -> None:
-        """``strategy.model`` becomes its HAT network when it is a plain one (``to_hat``: the
-        same parameter objects, so the optimizer keeps working; the task embeddings reach the
-        optimizer at Avalanche's optimizer update, as new heads do)."""
-        model = hat_model_of(strategy.model)
-        if model is not strategy.model:
-            strategy.model = model
+        """A plain ``strategy.model`` becomes its HAT network (``to_hat``: same parameter objects;
+        the task embeddings reach the optimizer at Avalanche's optimizer update, as new heads do)."""
+        strategy.model = hat_model_of(strategy.model)
 
     # ------------------------------------------------------------------ per experience
     def before_train_dataset_adaptation(self, strategy, **kwargs) -> None:
