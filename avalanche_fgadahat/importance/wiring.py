@@ -43,12 +43,12 @@ def input_layouts(model: HATBackbone, key: str) -> list[ParamLayout]:
 
 def output_layouts(model: HATBackbone, key: str) -> list[ParamLayout]:
     """Layouts whose inputs are the units of ``key``."""
-    return [layout for layout in model.param_layouts if layout.in_key == key]
+    return [layout for layout in model.param_layouts if any(group == key for group, _ in layout.input_groups)]
 
 
 def terminal_unit_group(model: HATBackbone) -> str:
     """The unit group no masked layer reads (the one that feeds the head)."""
-    read = {layout.in_key for layout in model.param_layouts}
+    read = {group for layout in model.param_layouts for group, _ in layout.input_groups}
     terminal = [key for key in model.unit_sizes if key not in read]
     if len(terminal) != 1:
         raise ValueError(
@@ -70,7 +70,7 @@ def head_linear(model: HATBackbone, task: int) -> nn.Linear:
             )
         head = classifier.classifiers[name].classifier
     else:
-        head = classifier.classifier
+        head = classifier if isinstance(classifier, nn.Linear) else classifier.classifier  # a kept plain head
     if not isinstance(head, nn.Linear):
         raise TypeError(f"the head is a {type(head).__name__}; output-weight importances need nn.Linear")
     return head
@@ -94,7 +94,12 @@ def sum_output_weights(
     consumers = output_layouts(model, key)
     total = None
     for layout in consumers:
-        value = layout.weight_by_input_unit(transform(layout.weight)).sum((0, 2))
+        if layout.in_segments:  # the columns of this group within a concatenation
+            weight = transform(layout.weight)
+            value = sum(weight[:, columns].reshape(weight.shape[0], model.unit_sizes[key], -1).sum((0, 2))
+                        for columns in layout.input_columns(key, model.unit_sizes))
+        else:
+            value = layout.weight_by_input_unit(transform(layout.weight)).sum((0, 2))
         total = value if total is None else total + value
     if not consumers:
         head = head_linear(model, task)

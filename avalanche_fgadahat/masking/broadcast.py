@@ -47,6 +47,10 @@ def broadcast_to_weight(
     weight = layout.weight
     extra = (1,) * (weight.dim() - 2)
     out_measure = unit_measure[layout.out_key].reshape(-1, 1, *extra)
+    if layout.in_segments:  # a concatenation of unit groups: their measures side by side
+        parts = [unit_measure[key].repeat_interleave(repeat) if repeat > 1 else unit_measure[key]
+                 for key, repeat in layout.in_segments]
+        return agg(out_measure, torch.cat(parts).reshape(1, -1, *extra)).expand_as(weight)
     if layout.in_key is None:
         return out_measure.expand_as(weight)
     in_measure = unit_measure[layout.in_key]

@@ -9,6 +9,9 @@ input unit: 1 normally, ``H·W`` after a conv→linear flatten (channel-major or
 
 Residual shortcut projections get ``out_key`` = the unit group of the block output (the
 mask is applied after the residual add) and ``in_key`` = the block input's unit group.
+
+A layer fed by a concatenation of unit groups (along the unit dimension) has ``in_segments``:
+``((key, repeat), ...)`` in column order, and ``in_key`` ``None``.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ class ParamLayout:
     out_key: str
     in_key: str | None
     in_repeat: int = 1
+    in_segments: tuple[tuple[str, int], ...] = ()
 
     def __post_init__(self) -> None:
         if not isinstance(self.module, SUPPORTED_MASKED_MODULES):
@@ -39,6 +43,25 @@ class ParamLayout:
             )
         if self.in_repeat < 1:
             raise ValueError(f"in_repeat must be >= 1, got {self.in_repeat}")
+        if self.in_segments and self.in_key is not None:
+            raise ValueError(f"layer {self.name!r}: give in_key or in_segments, not both")
+
+    @property
+    def input_groups(self) -> tuple[tuple[str, int], ...]:
+        """``((unit group, repeat), ...)`` of the input columns, in order; ``()`` for raw inputs."""
+        if self.in_segments:
+            return self.in_segments
+        return () if self.in_key is None else ((self.in_key, self.in_repeat),)
+
+    def input_columns(self, key: str, units: dict[str, int]) -> list[slice]:
+        """The column ranges of the weight that read unit group ``key`` (``units``: group sizes)."""
+        ranges, start = [], 0
+        for group, repeat in self.input_groups:
+            stop = start + units[group] * repeat
+            if group == key:
+                ranges.append(slice(start, stop))
+            start = stop
+        return ranges
 
     @property
     def weight(self) -> nn.Parameter:

@@ -11,13 +11,15 @@ The network's computation is traced with ``torch.fx`` (its head a leaf), and rew
 3. which unit group feeds each masked layer (for the neuron→parameter broadcast
    ``min(M_l[i], M_{l−1}[j])``) is read from the graph, through the operations of
    :data:`~.conversion_rules.TRANSPARENT_MODULES` (activations, dropout, pooling, flatten,
-   reshape): the input of a layer after a conv→flatten covers ``in_features / channels``
-   positions per channel.
+   reshape) and concatenations of unit groups along the unit dimension (the layer then reads
+   several groups side by side, ``ParamLayout.in_segments``): the input of a layer after a
+   conv→flatten covers ``in_features / channels`` positions per channel.
 
 What cannot be converted raises before anything trains, naming the layer: the layers of
 :data:`~.conversion_rules.REFUSED_LAYERS`, tied weights, a layer called twice, parameters used
 by functional calls, data-dependent control flow (``torch.fx`` cannot trace it), a layer fed by
-a concatenation or by a sum no masked layer feeds directly. The parameters stay the same
+a sum of unit groups no masked layer feeds directly, or by a concatenation along another
+dimension or with the raw input. The parameters stay the same
 objects, so an optimizer built from ``model.parameters()`` keeps working.
 """
 
@@ -245,8 +247,8 @@ def _build(model, graph, modules, features, head_module, task_incremental_heads)
         point.replace_all_uses_with(recorded, delete_user_cb=lambda user, r=recorded: user is not r)
     layouts = [_layout(node, gates, modules, sizes) for node in masked]
     owner = {id(m): keys[a] for a, ms in anchors.items() for m in ms}
-    layouts = [ParamLayout(f"body.{node.target}", modules[node.target], owner[id(node)], in_key, repeat)
-               for node, (in_key, repeat) in zip(masked, layouts)]
+    layouts = [ParamLayout(f"body.{node.target}", modules[node.target], owner[id(node)], in_key, repeat, segments)
+               for node, (in_key, repeat, segments) in zip(masked, layouts)]
     body_modules: dict[str, Any] = {}
     for node in graph.nodes:
         if node.op == "call_module" and modules[node.target] is not head_module:
@@ -282,26 +284,33 @@ def getattr_path(model: nn.Module, target: str) -> Any:
     return value
 
 
-def _sources(node: Any, gates: dict[fx.Node, str], modules: dict[str, nn.Module], layer: str) -> set[str]:
-    """Unit groups reaching ``node`` through transparent operations (``set()``: the input)."""
+def _sources(node: Any, gates: dict[fx.Node, str], modules: dict[str, nn.Module], layer: str) -> tuple[str, ...]:
+    """Unit groups reaching ``node`` along its unit dimension, in order (``()``: the input)."""
     if not isinstance(node, fx.Node) or node.op in ("placeholder", "get_attr"):
-        return set()
+        return ()
     if node.op == "call_function" and node.target is record_activation:
         return _sources(node.args[2], gates, modules, layer)
     if node in gates:
-        return {gates[node]}
+        return (gates[node],)
     if _is_transparent(node, modules):
         return _sources(node.args[0], gates, modules, layer)
     if _is_addition(node):
-        found = set().union(*(_sources(a, gates, modules, layer) for a in node.args if isinstance(a, fx.Node)))
+        found = {_sources(a, gates, modules, layer) for a in node.args if isinstance(a, fx.Node)} - {()}
         if len(found) > 1:
             raise ConversionError(
                 f"layer {layer!r} is fed by a sum of unit groups {sorted(found)} that no masked layer feeds "
                 "directly; HAT cannot tell which group a unit belongs to: sum right after a layer's output")
-        return found
+        return found.pop() if found else ()
     if node.op == "call_function" and node.target in (torch.cat, torch.concat):
-        raise ConversionError(f"layer {layer!r} is fed by a concatenation; not supported yet by to_hat: "
-                              "subclass HATBackbone and declare the layout (ParamLayout) by hand")
+        tensors = node.args[0]
+        dim = node.kwargs.get("dim", node.args[1] if len(node.args) > 1 else 0)
+        parts = [_sources(t, gates, modules, layer) for t in tensors]
+        if dim != 1 or any(not part for part in parts):
+            raise ConversionError(
+                f"layer {layer!r} is fed by a concatenation along dim {dim}"
+                + (" of the raw input" if any(not p for p in parts) else "")
+                + "; to_hat supports concatenations of unit groups along the unit dimension (dim=1)")
+        return tuple(key for part in parts for key in part)
     if node.op == "call_module" and isinstance(modules.get(node.target), PER_TASK_LAYERS):
         return _sources(node.args[0], gates, modules, layer)
     what = node.target if node.op != "call_function" else getattr(node.target, "__name__", node.target)
@@ -310,17 +319,19 @@ def _sources(node: Any, gates: dict[fx.Node, str], modules: dict[str, nn.Module]
                           "subclass HATBackbone and declare the layout (ParamLayout)")
 
 
-def _layout(node: fx.Node, gates, modules, sizes) -> tuple[str | None, int]:
-    """``(in_key, in_repeat)`` of a masked layer node."""
-    found = _sources(node.args[0], gates, modules, node.target)
-    if not found:
-        return None, 1
-    in_key = found.pop()
+def _layout(node: fx.Node, gates, modules, sizes) -> tuple[str | None, int, tuple[tuple[str, int], ...]]:
+    """``(in_key, in_repeat, in_segments)`` of a masked layer node."""
+    keys = _sources(node.args[0], gates, modules, node.target)
+    if not keys:
+        return None, 1, ()
     width = modules[node.target].weight.shape[1]
-    if width % sizes[in_key]:
-        raise ConversionError(f"layer {node.target!r} has {width} inputs, not a multiple of the {sizes[in_key]} "
-                              f"units of {in_key!r} that feed it")
-    return in_key, width // sizes[in_key]
+    units = sum(sizes[key] for key in keys)
+    if width % units:
+        raise ConversionError(f"layer {node.target!r} has {width} inputs, not a multiple of the {units} "
+                              f"units of {', '.join(keys)} that feed it")
+    if len(keys) == 1:
+        return keys[0], width // units, ()
+    return None, 1, tuple((key, width // units) for key in keys)
 
 
 def _head(head: nn.Module, task_incremental_heads: bool) -> tuple[int, nn.Module]:
