@@ -251,3 +251,57 @@ def rollback_case(model, strategy_cls, bench, **kwargs) -> list[str]:
     moved = [k for k in start if not torch.equal(start[k], before_nan[k])]
     assert all(torch.equal(start[k], after[k]) for k in start)
     return moved
+
+
+# ---------------------------------------------------------------- converted models (tests/test_conversion.py)
+@functools.lru_cache(maxsize=None)
+def digits_images(
+    n_experiences: int = 5, shape: tuple[int, ...] = (64,), *, train_per_class: int | None = None,
+    test_per_class: int | None = None,
+):
+    """Split Digits with every sample shaped ``shape``, built once per setting (do not mutate).
+
+    ``shape`` is ``(64,)`` (the features), or ``(C, H, W)``: the 8×8 image upsampled to H×W
+    by repeating each pixel (H and W multiples of 8) and repeated over the C channels, for
+    networks that need larger or three-channel images (``SimpleCNN``, ResNets). At most
+    ``train_per_class`` / ``test_per_class`` samples of each class are kept per experience
+    (the first ones, in :func:`digits_benchmark`'s order; ``None``: all), for fast runs.
+    """
+    shape = tuple(shape)
+    base = digits_benchmark(n_experiences)
+
+    def tensors(stream, per_class):
+        out = []
+        for experience in stream:
+            data = experience.dataset
+            x = torch.stack([data[i][0] for i in range(len(data))])
+            y = torch.tensor([int(data[i][1]) for i in range(len(data))])
+            if per_class is not None:
+                keep = torch.zeros_like(y, dtype=torch.bool)
+                for label in y.unique():
+                    keep[torch.nonzero(y == label).flatten()[:per_class]] = True
+                x, y = x[keep], y[keep]
+            out.append((as_digit_images(x, shape), y))
+        return out
+
+    return tensors_benchmark(
+        train_tensors=tensors(base.train_stream, train_per_class),
+        test_tensors=tensors(base.test_stream, test_per_class),
+        task_labels=list(range(n_experiences)),
+    )
+
+
+def as_digit_images(x: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
+    """Digits ``(B, 64)`` shaped ``(B, *shape)``: ``(64,)`` as they are; ``(C, H, W)`` the 8×8
+    image with each pixel repeated ``H/8 × W/8`` times and the image repeated over C channels."""
+    shape = tuple(shape)
+    if shape == (64,):
+        return x.reshape(-1, 64)
+    channels, height, width = shape
+    if height % 8 or width % 8:
+        raise ValueError(f"image sides must be multiples of 8, got {shape}")
+    images = x.reshape(-1, 1, 8, 8).repeat_interleave(height // 8, dim=2).repeat_interleave(width // 8, dim=3)
+    return images.repeat(1, channels, 1, 1).contiguous()
+
+
+__all__ += ["as_digit_images", "digits_images"]

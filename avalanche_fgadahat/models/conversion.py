@@ -25,8 +25,6 @@ objects, so an optimizer built from ``model.parameters()`` keeps working.
 
 from __future__ import annotations
 
-import operator
-from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -36,26 +34,14 @@ from torch import nn
 
 from .._validation import check_choice
 from .base import HATBackbone
-from .conversion_rules import (
-    ADDITION_METHODS,
-    ADDITIONS,
-    MASKABLE_LAYERS,
-    PER_TASK_LAYERS,
-    TRANSPARENT_FUNCTIONS,
-    TRANSPARENT_METHODS,
-    TRANSPARENT_MODULES,
-    refused_reason,
-)
+from .conversion_rules import MASKABLE_LAYERS, PER_TASK_LAYERS, ConversionError, refused_reason
 from .converted import BodyTracer, ConvertedHATModel, apply_gate, record_activation
 from .per_task_norm import PerTaskNorm
+from .unit_graph import is_addition, is_transparent, layout_inputs, only_user
 from ..masking.layout import ParamLayout
 
 BATCH_NORM_MODES = ("per_task", "refuse")
 HEAD_TYPES = (MultiHeadClassifier, IncrementalClassifier, nn.Linear)
-
-
-class ConversionError(TypeError):
-    """The network cannot be converted to HAT; the message names the layer and the way out."""
 
 
 class _Tracer(fx.Tracer):
@@ -132,24 +118,6 @@ def _find_head(model: nn.Module, head: str | None) -> tuple[str, nn.Module]:
     return last.target, model.get_submodule(last.target)
 
 
-def _is_transparent(node: fx.Node, modules: dict[str, nn.Module]) -> bool:
-    if node.op == "call_module":
-        return isinstance(modules[node.target], TRANSPARENT_MODULES)
-    if node.op == "call_function":
-        return node.target in TRANSPARENT_FUNCTIONS
-    return node.op == "call_method" and node.target in TRANSPARENT_METHODS
-
-
-def _is_addition(node: fx.Node) -> bool:
-    return (node.op == "call_function" and node.target in ADDITIONS) or (
-        node.op == "call_method" and node.target in ADDITION_METHODS)
-
-
-def _only_user(node: fx.Node) -> fx.Node | None:
-    users = list(node.users)
-    return users[0] if len(users) == 1 else None
-
-
 def _key(target: str) -> str:
     return target.replace(".", "_")
 
@@ -174,6 +142,13 @@ def to_hat(model: nn.Module, *, head: str | None = None, task_incremental_heads:
     """
     if isinstance(model, HATBackbone):
         return model
+    inner = getattr(model, "module", None) or getattr(model, "_orig_mod", None)
+    if isinstance(inner, nn.Module):
+        raise ConversionError(
+            f"model is a {type(model).__name__} wrapping a {type(inner).__name__}: convert the network itself "
+            "(Avalanche calls a model that is not a MultiTaskModule without task labels, so HAT could not pick "
+            "its masks); choose its device with the strategy's device= argument"
+        )
     check_choice("batch_norm", batch_norm, BATCH_NORM_MODES)
     _check_layers(model, batch_norm)
     head_name, head_module = _find_head(model, head)
@@ -182,15 +157,15 @@ def to_hat(model: nn.Module, *, head: str | None = None, task_incremental_heads:
     head_nodes = [n for n in graph.nodes if n.op == "call_module" and modules[n.target] is head_module]
     if len(head_nodes) != 1:
         raise ConversionError(f"the head {head_name!r} is called {len(head_nodes)} times in the forward; expected once")
-    features = head_nodes[0].args[0]
-    return _build(model, graph, modules, features, head_module, task_incremental_heads)
+    return _build(model, graph, modules, head_nodes[0], head_module, task_incremental_heads)
 
 
-def _build(model, graph, modules, features, head_module, task_incremental_heads) -> ConvertedHATModel:
-    """Rewrite the traced graph into the masked body; infer unit groups and layouts."""
+def _build(model, graph, modules, head_node, head_module, task_incremental_heads) -> ConvertedHATModel:
+    """Rewrite the traced graph into the masked body (its output: the head's input, after the
+    gates and recordings inserted before it); infer unit groups and layouts."""
     masked, calls = [], {}
     for node in graph.nodes:
-        if node is features:
+        if node is head_node:
             break
         if node.op == "call_module":
             calls[node.target] = calls.get(node.target, 0) + 1
@@ -211,10 +186,10 @@ def _build(model, graph, modules, features, head_module, task_incremental_heads)
     anchors: dict[fx.Node, list[fx.Node]] = {}
     for node in masked:
         end = node
-        while (user := _only_user(end)) is not None and user.op == "call_module" and isinstance(
+        while (user := only_user(end)) is not None and user.op == "call_module" and isinstance(
                 modules[user.target], PER_TASK_LAYERS):
             end = user
-        while (user := _only_user(end)) is not None and _is_addition(user):
+        while (user := only_user(end)) is not None and is_addition(user):
             end = user
         anchors.setdefault(end, []).append(node)
     keys = {anchor: _key(members[0].target) for anchor, members in anchors.items()}
@@ -240,12 +215,12 @@ def _build(model, graph, modules, features, head_module, task_incremental_heads)
             gate = graph.call_function(apply_gate, (anchor, masks_in, key, extra))
         anchor.replace_all_uses_with(gate, delete_user_cb=lambda user, gate=gate: user is not gate)
         gates[gate] = key
-        after = _only_user(gate)
-        point = after if after is not None and _is_transparent(after, modules) and after.op != "call_method" else gate
+        after = only_user(gate)
+        point = after if after is not None and is_transparent(after, modules) and after.op != "call_method" else gate
         with graph.inserting_after(point):
             recorded = graph.call_function(record_activation, (record_in, key, point))
         point.replace_all_uses_with(recorded, delete_user_cb=lambda user, r=recorded: user is not r)
-    layouts = [_layout(node, gates, modules, sizes) for node in masked]
+    layouts = [layout_inputs(node, gates, modules, sizes) for node in masked]
     owner = {id(m): keys[a] for a, ms in anchors.items() for m in ms}
     layouts = [ParamLayout(f"body.{node.target}", modules[node.target], owner[id(node)], in_key, repeat, segments)
                for node, (in_key, repeat, segments) in zip(masked, layouts)]
@@ -260,7 +235,7 @@ def _build(model, graph, modules, features, head_module, task_incremental_heads)
     for node in reversed(list(graph.nodes)):
         if node.op == "output":
             graph.erase_node(node)
-    graph.output(features)
+    graph.output(head_node.args[0])  # the features, gated and recorded
     for node in reversed(list(graph.nodes)):  # what only the head and after it used
         if node.op not in ("placeholder", "output") and not node.users:
             graph.erase_node(node)
@@ -284,56 +259,6 @@ def getattr_path(model: nn.Module, target: str) -> Any:
     return value
 
 
-def _sources(node: Any, gates: dict[fx.Node, str], modules: dict[str, nn.Module], layer: str) -> tuple[str, ...]:
-    """Unit groups reaching ``node`` along its unit dimension, in order (``()``: the input)."""
-    if not isinstance(node, fx.Node) or node.op in ("placeholder", "get_attr"):
-        return ()
-    if node.op == "call_function" and node.target is record_activation:
-        return _sources(node.args[2], gates, modules, layer)
-    if node in gates:
-        return (gates[node],)
-    if _is_transparent(node, modules):
-        return _sources(node.args[0], gates, modules, layer)
-    if _is_addition(node):
-        found = {_sources(a, gates, modules, layer) for a in node.args if isinstance(a, fx.Node)} - {()}
-        if len(found) > 1:
-            raise ConversionError(
-                f"layer {layer!r} is fed by a sum of unit groups {sorted(found)} that no masked layer feeds "
-                "directly; HAT cannot tell which group a unit belongs to: sum right after a layer's output")
-        return found.pop() if found else ()
-    if node.op == "call_function" and node.target in (torch.cat, torch.concat):
-        tensors = node.args[0]
-        dim = node.kwargs.get("dim", node.args[1] if len(node.args) > 1 else 0)
-        parts = [_sources(t, gates, modules, layer) for t in tensors]
-        if dim != 1 or any(not part for part in parts):
-            raise ConversionError(
-                f"layer {layer!r} is fed by a concatenation along dim {dim}"
-                + (" of the raw input" if any(not p for p in parts) else "")
-                + "; to_hat supports concatenations of unit groups along the unit dimension (dim=1)")
-        return tuple(key for part in parts for key in part)
-    if node.op == "call_module" and isinstance(modules.get(node.target), PER_TASK_LAYERS):
-        return _sources(node.args[0], gates, modules, layer)
-    what = node.target if node.op != "call_function" else getattr(node.target, "__name__", node.target)
-    raise ConversionError(f"layer {layer!r} is fed through {node.op} {what!r}, which to_hat does not know "
-                          "how units pass; use standard modules (activations, pooling, flatten), or "
-                          "subclass HATBackbone and declare the layout (ParamLayout)")
-
-
-def _layout(node: fx.Node, gates, modules, sizes) -> tuple[str | None, int, tuple[tuple[str, int], ...]]:
-    """``(in_key, in_repeat, in_segments)`` of a masked layer node."""
-    keys = _sources(node.args[0], gates, modules, node.target)
-    if not keys:
-        return None, 1, ()
-    width = modules[node.target].weight.shape[1]
-    units = sum(sizes[key] for key in keys)
-    if width % units:
-        raise ConversionError(f"layer {node.target!r} has {width} inputs, not a multiple of the {units} "
-                              f"units of {', '.join(keys)} that feed it")
-    if len(keys) == 1:
-        return keys[0], width // units, ()
-    return None, 1, tuple((key, width // units) for key in keys)
-
-
 def _head(head: nn.Module, task_incremental_heads: bool) -> tuple[int, nn.Module]:
     """``(feature size, head)``; a plain head becomes a ``MultiHeadClassifier`` on request."""
     if isinstance(head, MultiHeadClassifier):
@@ -341,5 +266,5 @@ def _head(head: nn.Module, task_incremental_heads: bool) -> tuple[int, nn.Module
     if isinstance(head, IncrementalClassifier):
         return head.classifier.in_features, head
     if task_incremental_heads:
-        return head.in_features, MultiHeadClassifier(head.in_features, head.out_features)
+        return head.in_features, MultiHeadClassifier(head.in_features)  # Avalanche's heads: grown per task
     return head.in_features, head

@@ -21,6 +21,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+class ConversionError(TypeError):
+    """The network cannot be converted to HAT; the message names the layer and the way out."""
+
+
 #: layers that get a HAT gate per output unit (neuron or channel)
 MASKABLE_LAYERS: tuple[type[nn.Module], ...] = (nn.Linear, nn.Conv1d, nn.Conv2d)
 
