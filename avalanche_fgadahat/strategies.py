@@ -25,12 +25,12 @@ from torch.nn import CrossEntropyLoss, Module
 from torch.optim import Optimizer
 
 from .models.base import MixedTaskBatchError
+from .models.conversion import to_hat
 from .plugins.adahat import AdaHATPlugin
 from .plugins.checks import (
     check_no_task_mixing,
     find_hat_plugin,
     find_hat_plugins,
-    hat_model_of,
     mixed_batch_message,
     two_plugins_message,
     unwrap_hat_model,
@@ -110,7 +110,7 @@ class _HATFamilyStrategy(SupervisedTemplate):
         plugins: Sequence[BasePlugin] | None,
         template_kwargs: dict[str, Any],
     ) -> None:
-        model = hat_model_of(model)
+        model = to_hat(model)
         extra = find_hat_plugins(plugins or [])
         if extra:
             raise ValueError(

@@ -278,3 +278,21 @@ def test_plugin_state_from_an_earlier_version_loads_and_trains(digits5):
         strategy.train(digits5.train_stream[1])
     assert strategy.model.trained_tasks() == [0, 1]
     assert revived.engine.groups and revived.config == plugin.config
+
+
+def test_per_task_batchnorm_pickled_by_an_earlier_version_loads_and_grows():
+    """A ``PerTaskBatchNorm2d`` from an earlier checkpoint has no ``_template`` (it built each
+    task's BatchNorm afresh): it unpickles and still creates a fresh BatchNorm for a new task."""
+    from avalanche_fgadahat.models.resnet import PerTaskBatchNorm2d
+
+    module = PerTaskBatchNorm2d(4)
+    module.ensure_tasks_([0])
+    with torch.no_grad():
+        module.norms["0"].weight.fill_(3.0)
+    state = dict(module.__dict__)
+    del state["_template"]
+    old = PerTaskBatchNorm2d.__new__(PerTaskBatchNorm2d)
+    old.__setstate__(state)
+    old.ensure_tasks_([1])
+    assert sorted(old.norms) == ["0", "1"] and old.norms["1"] is not old.norms["0"]
+    assert torch.equal(old.norms["1"].weight, torch.ones(4)) and torch.equal(old.norms["0"].weight, torch.full((4,), 3.0))

@@ -25,6 +25,7 @@ objects, so an optimizer built from ``model.parameters()`` keeps working.
 
 from __future__ import annotations
 
+import operator
 from typing import Any
 
 import torch
@@ -110,12 +111,30 @@ def _find_head(model: nn.Module, head: str | None) -> tuple[str, nn.Module]:
         if node.op == "call_module" and isinstance(model.get_submodule(node.target), MASKABLE_LAYERS):
             last = node
     if last is None:
-        raise ConversionError(f"{type(model).__name__} has no layer HAT can mask besides its head (masked layers: "
-                              "nn.Linear, nn.Conv1d, nn.Conv2d); use a network with hidden layers or one of the "
-                              "package's: HATMLP, HATAlexNet, HATResNet18")
+        raise _nothing_to_mask(model)
     if not isinstance(model.get_submodule(last.target), nn.Linear):
         raise ValueError(f"{type(model).__name__} ends in no nn.Linear head: name its head with head=")
     return last.target, model.get_submodule(last.target)
+
+
+def _nothing_to_mask(model: nn.Module) -> ConversionError:
+    return ConversionError(f"{type(model).__name__} has no layer HAT can mask besides its head (masked layers: "
+                           "nn.Linear, nn.Conv1d, nn.Conv2d); use a network with hidden layers or one of the "
+                           "package's: HATMLP, HATAlexNet, HATResNet18")
+
+
+def refuse_wrapper(model: nn.Module) -> None:
+    """``ConversionError`` (a ``TypeError``) naming a wrapper such as ``DataParallel``
+    (``.module``) or ``torch.compile``'s ``OptimizedModule`` (``._orig_mod``): Avalanche's loops
+    pass task labels only to a ``MultiTaskModule``, so a wrapped network could not pick its masks."""
+    inner = getattr(model, "module", None) or getattr(model, "_orig_mod", None)
+    if isinstance(inner, nn.Module):
+        raise ConversionError(
+            f"model is a {type(model).__name__} wrapping a {type(inner).__name__}: Avalanche calls a model "
+            "that is not a MultiTaskModule without task labels, so HAT could not pick its masks. Pass the "
+            "network itself (a plain one is converted to HAT) and choose its device with the strategy's "
+            "device= argument (HAT-family strategies train on one device)"
+        )
 
 
 def _key(target: str) -> str:
@@ -142,13 +161,7 @@ def to_hat(model: nn.Module, *, head: str | None = None, task_incremental_heads:
     """
     if isinstance(model, HATBackbone):
         return model
-    inner = getattr(model, "module", None) or getattr(model, "_orig_mod", None)
-    if isinstance(inner, nn.Module):
-        raise ConversionError(
-            f"model is a {type(model).__name__} wrapping a {type(inner).__name__}: convert the network itself "
-            "(Avalanche calls a model that is not a MultiTaskModule without task labels, so HAT could not pick "
-            "its masks); choose its device with the strategy's device= argument"
-        )
+    refuse_wrapper(model)
     check_choice("batch_norm", batch_norm, BATCH_NORM_MODES)
     _check_layers(model, batch_norm)
     head_name, head_module = _find_head(model, head)
@@ -174,14 +187,12 @@ def _build(model, graph, modules, head_node, head_module, task_incremental_heads
                                       "HAT needs one mask per use: give each use its own layer")
             if isinstance(modules[node.target], MASKABLE_LAYERS):
                 masked.append(node)
-        elif node.op == "get_attr" and isinstance(getattr_path(model, node.target), nn.Parameter):
+        elif node.op == "get_attr" and isinstance(operator.attrgetter(node.target)(model), nn.Parameter):
             users = ", ".join(str(u.target) for u in node.users)
             raise ConversionError(f"parameter {node.target!r} is used by a functional call ({users}); HAT masks "
                                   "layers: use an nn.Linear/nn.Conv2d module, or subclass HATBackbone")
     if not masked:
-        raise ConversionError(f"{type(model).__name__} has no layer HAT can mask besides its head (masked layers: "
-                              "nn.Linear, nn.Conv1d, nn.Conv2d); use a network with hidden layers or one of the "
-                              "package's: HATMLP, HATAlexNet, HATResNet18")
+        raise _nothing_to_mask(model)
     # unit groups: the node after which each group's gate goes
     anchors: dict[fx.Node, list[fx.Node]] = {}
     for node in masked:
@@ -249,14 +260,6 @@ def _build(model, graph, modules, head_node, head_module, task_incremental_heads
     feature_size, head = _head(head_module, task_incremental_heads)
     return ConvertedHATModel(body, layouts, sizes, head=head, feature_size=feature_size,
                              multihead=isinstance(head, MultiHeadClassifier), source=type(model).__name__)
-
-
-def getattr_path(model: nn.Module, target: str) -> Any:
-    """The attribute at the dotted path ``target`` of ``model`` (an ``fx`` ``get_attr`` target)."""
-    value: Any = model
-    for part in target.split("."):
-        value = getattr(value, part)
-    return value
 
 
 def _head(head: nn.Module, task_incremental_heads: bool) -> tuple[int, nn.Module]:

@@ -103,9 +103,7 @@ def export_task(model: HATBackbone, task: int) -> fx.GraphModule:
 def _constant(module: fx.GraphModule, node: object) -> torch.Tensor | None:
     """The constant tensor ``node`` stands for (a mask), or ``None``."""
     if isinstance(node, fx.Node) and node.op == "get_attr":
-        value = module
-        for part in node.target.split("."):
-            value = getattr(value, part)
+        value = operator.attrgetter(node.target)(module)
         return value if isinstance(value, torch.Tensor) else None
     return None
 

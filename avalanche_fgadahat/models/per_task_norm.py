@@ -5,7 +5,8 @@ statistics (and affine parameters) with every new task and change the old tasks'
 :class:`PerTaskNorm` holds one BatchNorm per task label, created at Avalanche's model
 adaptation like a new head (the first task label adapted gets the user's own BatchNorm object,
 so its parameters stay those of the model the optimizer was built from); a task label without
-one passes its input through unnormalised (as :class:`~.resnet.PerTaskBatchNorm2d`).
+one passes its input through unnormalised. :class:`~.resnet.PerTaskBatchNorm2d` (``HATResNet18``)
+is this module on a fresh ``BatchNorm2d``.
 """
 
 from __future__ import annotations
@@ -35,9 +36,17 @@ class PerTaskNorm(DynamicModule):
         super().adaptation(experience)
         self.ensure_tasks_(experience.task_labels)
 
+    def __setstate__(self, state: dict) -> None:
+        """Load one pickled before the template was kept (an earlier ``PerTaskBatchNorm2d``)."""
+        super().__setstate__(state)
+        if "_template" not in self.__dict__:
+            template = nn.BatchNorm2d(self.num_features)
+            template._hat_task_used = True  # the first task's BatchNorm exists already
+            self._template = [template]
+
     def ensure_tasks_(self, tasks, device: torch.device | None = None) -> None:
-        """Create the BatchNorm of every task label in ``tasks`` that has none (also when a
-        state dict is loaded into a freshly converted model)."""
+        """Create the BatchNorm of every task label in ``tasks`` that has none, on ``device`` or
+        where the existing ones are (also when a state dict is loaded into a fresh model)."""
         for task in tasks:
             if str(task) in self.norms:
                 continue
@@ -49,8 +58,10 @@ class PerTaskNorm(DynamicModule):
                 norm.reset_parameters()
             norm._hat_per_task = True
             norm._hat_task_used = True
-            if device is not None:
-                norm = norm.to(device)
+            param = next(self.parameters(), None)
+            target = device if device is not None else (param.device if param is not None else None)
+            if target is not None:
+                norm = norm.to(target)
             self.norms[str(task)] = norm
 
     def forward(self, x: torch.Tensor, task: int) -> torch.Tensor:

@@ -16,47 +16,22 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 import torch
-from avalanche.models import DynamicModule
 from torch import nn
 
 from .._validation import check_choice
 from ..masking.layout import ParamLayout
 from .base import HATBackbone
+from .per_task_norm import PerTaskNorm
 
 BATCH_NORM_MODES = ("none", "per_task")
 
 
-class PerTaskBatchNorm2d(DynamicModule):
-    """One ``BatchNorm2d`` per task label; a task never trained passes through unnormalised."""
+class PerTaskBatchNorm2d(PerTaskNorm):
+    """One ``BatchNorm2d`` per task label (:class:`~.per_task_norm.PerTaskNorm` on a fresh
+    ``BatchNorm2d``); a task never trained passes through unnormalised."""
 
     def __init__(self, num_features: int) -> None:
-        super().__init__()
-        self.num_features = num_features
-        self.norms = nn.ModuleDict()
-
-    def adaptation(self, experience) -> None:
-        """Create a ``BatchNorm2d`` for every new task label of ``experience``."""
-        super().adaptation(experience)
-        self.ensure_tasks_(experience.task_labels)
-
-    def ensure_tasks_(self, tasks, device: torch.device | None = None) -> None:
-        """Create the ``BatchNorm2d`` of every task label in ``tasks`` that has none (on
-        ``device``, or where the existing ones are); also used when a state dict is loaded
-        into a freshly built model (:meth:`~.base.HATBackbone.load_state_dict`)."""
-        for task in tasks:
-            if str(task) not in self.norms:
-                norm = nn.BatchNorm2d(self.num_features)
-                norm._hat_per_task = True
-                param = next(self.parameters(), None)
-                target = device if device is not None else (param.device if param is not None else None)
-                if target is not None:
-                    norm = norm.to(target)
-                self.norms[str(task)] = norm
-
-    def forward(self, x: torch.Tensor, task: int) -> torch.Tensor:
-        """``x`` normalised with ``task``'s BatchNorm (unchanged for a task without one)."""
-        norm = self.norms[str(task)] if str(task) in self.norms else None
-        return x if norm is None else norm(x)
+        super().__init__(nn.BatchNorm2d(num_features))
 
 
 class _Block(nn.Module):

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from ..models.base import HATBackbone
-from ..models.conversion import to_hat
+from ..models.conversion import refuse_wrapper
 
 if TYPE_CHECKING:  # pragma: no cover
     from .hat import HATPlugin
@@ -40,41 +40,11 @@ def unwrap_hat_model(model: Any) -> HATBackbone:
     """
     if isinstance(model, HATBackbone):
         return model
-    inner = getattr(model, "module", None)
-    if not isinstance(inner, HATBackbone):
-        inner = getattr(model, "_orig_mod", None)
-    if isinstance(inner, HATBackbone):
-        raise TypeError(
-            f"model is a {type(model).__name__} wrapping a {type(inner).__name__}: Avalanche calls "
-            "a model that is not a MultiTaskModule without task labels, so the wrapped HAT "
-            "backbone cannot pick its masks. Pass the backbone itself and choose its device "
-            "with the strategy's device= argument (HAT-family strategies train on one device)"
-        )
+    refuse_wrapper(model)
     raise TypeError(
         f"model is a {type(model).__name__}, which has no HAT masks; HAT-family "
         f"strategies need a masked backbone: {MASKED_MODEL_NAMES}"
     )
-
-
-def hat_model_of(model: Any) -> HATBackbone:
-    """``model`` if it is a :class:`HATBackbone`; any other network converted to HAT with
-    :func:`~avalanche_fgadahat.models.to_hat` (same parameter objects); a wrapper
-    (``DataParallel``, ``torch.compile``) refused as by :func:`unwrap_hat_model`.
-
-    :raises ~avalanche_fgadahat.models.ConversionError: a network that cannot be converted.
-    """
-    if isinstance(model, HATBackbone):
-        return model
-    if getattr(model, "module", None) is not None or getattr(model, "_orig_mod", None) is not None:
-        inner = getattr(model, "module", None) or getattr(model, "_orig_mod", None)
-        if isinstance(inner, HATBackbone):
-            return unwrap_hat_model(model)
-        raise TypeError(
-            f"model is a {type(model).__name__} wrapping a {type(inner).__name__}: Avalanche calls a model "
-            "that is not a MultiTaskModule without task labels, so HAT could not pick its masks. Pass the "
-            "network itself (it is converted to HAT) and choose its device with the strategy's device= argument"
-        )
-    return to_hat(model)
 
 
 class HATFamilyPlugin:

@@ -42,6 +42,7 @@ from ..masking.gate import annealed_scale, compensate_embedding_gradient_
 from ..masking.regularizer import MaskSparsityRegularizer
 from ..models.base import HATBackbone
 from ..rollback import ModelSnapshot
+from ..models.conversion import to_hat
 from .checks import (
     HATFamilyPlugin,
     check_no_task_mixing,
@@ -49,7 +50,6 @@ from .checks import (
     check_single_task_data,
     experience_task,
     find_hat_plugins,
-    hat_model_of,
     mixed_batch_message,
     two_plugins_message,
     unwrap_hat_model,
@@ -175,7 +175,7 @@ class HATPlugin(HATFamilyPlugin, ConfiguredSettings, SupervisedPlugin):
     def _convert_model(strategy) -> None:
         """A plain ``strategy.model`` becomes its HAT network (``to_hat``: same parameter objects;
         the task embeddings reach the optimizer at Avalanche's optimizer update, as new heads do)."""
-        strategy.model = hat_model_of(strategy.model)
+        strategy.model = to_hat(strategy.model)
 
     # ------------------------------------------------------------------ per experience
     def before_train_dataset_adaptation(self, strategy, **kwargs) -> None:
