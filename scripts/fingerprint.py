@@ -113,6 +113,12 @@ def image_digits():
     return tensors_benchmark(train_tensors=tensors["train"], test_tensors=tensors["test"], task_labels=[0, 1, 2])
 
 
+def _unprefixed(record: dict[str, str]) -> dict[str, str]:
+    """A record with the state-dict names of the networks' layers without ``body.`` (the package's
+    networks named them ``fc.0.weight`` before they were built by the conversion)."""
+    return {key.replace("state/body.", "state/", 1): value for key, value in record.items()}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("out")
@@ -131,7 +137,8 @@ def main(argv: list[str] | None = None) -> int:
         json.dump(records, handle, indent=1, sort_keys=True)
     if args.compare:
         with open(args.compare) as handle:
-            before = json.load(handle)
+            before = {name: _unprefixed(record) for name, record in json.load(handle).items()}
+        records = {name: _unprefixed(record) for name, record in records.items()}
         differ = [name for name in records if records[name] != before.get(name)]
         missing = [name for name in before if name not in records and not args.only]
         print(f"{len(records)} configurations; {len(differ)} differ; {len(missing)} not run")

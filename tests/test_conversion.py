@@ -227,12 +227,12 @@ def test_torchvision_resnet18_structure_and_function():
     previous = "conv1"
     for b in blocks:
         dotted = b.replace("_", ".")
-        assert layouts[f"body.{dotted}.conv1"] == (f"{b}_conv1", previous, 1)
-        assert layouts[f"body.{dotted}.conv2"] == (f"{b}_conv2", f"{b}_conv1", 1)
+        assert layouts[f"{dotted}.conv1"] == (f"{b}_conv1", previous, 1)
+        assert layouts[f"{dotted}.conv2"] == (f"{b}_conv2", f"{b}_conv1", 1)
         if b.endswith("_0") and b != "layer1_0":
-            assert layouts[f"body.{dotted}.downsample.0"] == (f"{b}_conv2", previous, 1)
+            assert layouts[f"{dotted}.downsample.0"] == (f"{b}_conv2", previous, 1)
         previous = f"{b}_conv2"
-    assert len(layouts) == 1 + 16 + 3 and layouts["body.conv1"] == ("conv1", None, 1)
+    assert len(layouts) == 1 + 16 + 3 and layouts["conv1"] == ("conv1", None, 1)
     norms = [m for m in model.modules() if isinstance(m, PerTaskNorm)]
     assert len(norms) == 1 + 16 + 3
     for norm in norms:
@@ -370,7 +370,7 @@ def test_residual_unit_groups_layouts_and_forward_against_hand_computation():
     plain, model = _hand_model()
     assert model.unit_sizes == {"fc1": 3, "fc2": 3, "fc3": 2}
     layouts = {layout.name: (layout.out_key, layout.in_key) for layout in model.param_layouts}
-    assert layouts == {f"body.{layer}": groups for layer, groups in HAND_STRUCTURE.items()}
+    assert layouts == {layer: groups for layer, groups in HAND_STRUCTURE.items()}
     assert all(layout.in_repeat == 1 for layout in model.param_layouts)
     assert model.classifier is plain.head
     # the gates: after fc1, after the identity sum (fc2's group), after the projection sum (fc3's)

@@ -201,7 +201,7 @@ def test_baseline_models_have_the_hat_backbone_layers_unmasked():
     hat = HATMLP(64, (24, 12))
     torch.manual_seed(0)
     plain = PlainMultiHead(HATMLP(64, (24, 12)))
-    hat_shapes = {n: p.shape for n, p in hat.named_parameters() if n.startswith("fc.")}
+    hat_shapes = {n: p.shape for n, p in hat.named_parameters() if n.startswith("body.fc.")}
     plain_shapes = {n.removeprefix("body.net."): p.shape for n, p in plain.named_parameters() if n.startswith("body.")}
     assert plain_shapes == hat_shapes
     assert not any("task_embedding" in n for n, _ in plain.named_parameters())

@@ -48,7 +48,7 @@ def test_exported_task_equals_the_hat_model_and_holds_no_hat_state(name):
         muls = [n for n in exported.graph.nodes if n.op == "call_function" and n.target in (operator.mul, torch.mul)]
         if name in ("HATMLP", "HATAlexNet", "MTSimpleMLP (to_hat)"):
             assert muls == []  # every gate folded into its layer
-    zero_rows = (exported.get_submodule("model.fc.0").weight == 0).all(dim=1) if name == "HATMLP" else None
+    zero_rows = (exported.get_submodule("model.body.fc.0").weight == 0).all(dim=1) if name == "HATMLP" else None
     if zero_rows is not None:  # units off in the last task's mask have zero rows (folded)
         assert torch.equal(zero_rows, model.stored_masks(1)["fc0"] == 0)
 

@@ -245,7 +245,7 @@ def test_conv_mask_folded_into_kernel_equals_masked_feature_map(scale, first_exp
     folded = _alexnet_pass(model, x, embedding, scale, train=True)
     masked_map = _alexnet_pass(model, x, embedding, scale, train=False)
     torch.testing.assert_close(folded[0], masked_map[0], rtol=1e-5, atol=1e-6)
-    assert folded[1].keys() == masked_map[1].keys() and "convs.0.weight" in folded[1]
+    assert folded[1].keys() == masked_map[1].keys() and "body.convs.0.weight" in folded[1]
     for name in folded[1]:
         torch.testing.assert_close(folded[1][name], masked_map[1][name], rtol=1e-4, atol=1e-6, msg=name)
     torch.testing.assert_close(folded[2], masked_map[2], rtol=1e-4, atol=1e-6)

@@ -203,7 +203,7 @@ def test_same_seed_gives_bit_identical_accuracy_matrices_and_weights(digits5):
     assert len(m1) == 3
     assert m1 == m2
     assert all(torch.equal(s1[k], s2[k]) for k in s1)
-    assert not torch.equal(s1["fc.0.weight"], s3["fc.0.weight"])  # the seed matters
+    assert not torch.equal(s1["body.fc.0.weight"], s3["body.fc.0.weight"])  # the seed matters
 
 
 # ---------------------------------------------------------------- checkpoint details

@@ -25,6 +25,7 @@ from avalanche.training.templates import SupervisedTemplate
 from ..models.base import HATBackbone
 from .baseline_models import PackNetMultiHead, PlainMultiHead
 from ..models import ConvertedHATModel
+from ..models.builders import BuiltHATModel
 from .presets import BACKBONES, ExperimentSettings
 from .settings import FGADAHAT_TYPE_OVERRIDES, STRATEGY_SETTINGS
 from .strategy_registry import (
@@ -185,7 +186,7 @@ def model_for(spec: StrategySpec, backbone: HATBackbone) -> torch.nn.Module:
     (HAT family), or its layers unmasked with per-task heads (``baseline_models.py``)."""
     if spec.model == "hat":
         return backbone
-    if isinstance(backbone, ConvertedHATModel):
+    if isinstance(backbone, ConvertedHATModel) and not isinstance(backbone, BuiltHATModel):
         raise ValueError(
             f"the {backbone.source} backbone (converted with to_hat) runs the HAT family only; run the "
             "baselines on the mlp backbone (the same layers as HATMLP, unmasked)"

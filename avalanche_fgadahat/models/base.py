@@ -31,8 +31,10 @@ Which mask a forward pass uses (:meth:`HATBackbone.masks_for_task`):
   predictions are arbitrary classes and the accuracy can be anything from 0 up (e.g. 0.0
   when a task's class ids do not start at 0 and the random head prefers a lower id).
 
-Subclasses build their layers, call :meth:`_finish_init` with their layouts, and
-implement :meth:`forward_features`, calling :meth:`_gate` on every masked pre-activation.
+The package's networks and the user's converted ones are :class:`~.converted.ConvertedHATModel`
+(built by the conversion, :mod:`.conversion`). A hand-written subclass builds its layers, calls
+:meth:`_finish_init` with their layouts, and implements :meth:`forward_features`, calling
+:meth:`_gate` on every masked pre-activation and :meth:`_record` on every masked activation.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ from torch import nn
 from .._validation import check_choice
 from ..masking.gate import binary_mask, soft_mask
 from ..masking.layout import ParamLayout
+from .gates import apply_gate
 from .layer_checks import check_supported_layers
 from .heads import check_state_dict_fits, restore_heads_, restore_per_task_modules_
 from .state import UnitGroupState
@@ -238,30 +241,9 @@ class HATBackbone(MultiTaskModule):
         return {k: torch.ones_like(s.cumulative) for k, s in self.unit_state.items()}
 
     def _gate(self, key: str, pre_activation: torch.Tensor, masks: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        """Multiply a pre-activation by its unit group's mask (broadcast over conv maps)."""
-        mask = masks[key]
-        extra = self.gate_extra_dims[key]
-        if extra:
-            mask = mask.view(1, -1, *([1] * extra))
-        return pre_activation * mask
-
-    def _masked_conv(self, key: str, conv: nn.Conv2d, x: torch.Tensor, masks: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        """``conv(x) · m`` for a conv whose output is gated directly (no normalisation between).
-
-        In training the mask is folded into the kernel: ``conv_{W·m, b·m}(x) = conv(x) · m``
-        (a convolution is linear in its kernel and bias, and output channel c has its own
-        ``W[c], b[c]``), so the product costs ``C_out·C_in·k²`` multiplications instead of
-        ``B·C_out·H·W`` and no extra feature map is kept for the backward pass (HAT Eq. (2)
-        unchanged; ``docs/benchmark.md``). In eval mode (testing, and the attribution passes
-        of ``importance/attribution.py``) the conv module itself runs and its output is
-        masked, so forward hooks on the conv see its pre-mask output.
-        """
-        if not self.training:
-            return self._gate(key, conv(x), masks)
-        mask = masks[key]
-        weight = conv.weight * mask.view(-1, *([1] * (conv.weight.dim() - 1)))
-        bias = conv.bias * mask if conv.bias is not None else None
-        return conv._conv_forward(x, weight, bias)
+        """Multiply a pre-activation by its unit group's mask (broadcast over conv maps;
+        :func:`~.gates.apply_gate`), for subclasses that write their forward by hand."""
+        return apply_gate(pre_activation, masks, key, self.gate_extra_dims[key])
 
     def _record(self, key: str, activation: torch.Tensor) -> None:
         """Record a masked layer's activation into the open training step, when it asks."""

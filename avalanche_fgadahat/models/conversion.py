@@ -25,21 +25,18 @@ objects, so an optimizer built from ``model.parameters()`` keeps working.
 
 from __future__ import annotations
 
-import operator
-from typing import Any
+from collections.abc import Mapping
 
-import torch
 import torch.fx as fx
 from avalanche.models import IncrementalClassifier, MultiHeadClassifier
 from torch import nn
 
 from .._validation import check_choice
 from .base import HATBackbone
-from .conversion_rules import MASKABLE_LAYERS, PER_TASK_LAYERS, ConversionError, refused_reason
-from .converted import BodyTracer, ConvertedHATModel, apply_gate, record_activation
+from .conversion_rules import MASKABLE_LAYERS, PER_TASK_LAYERS, ConversionError, nothing_to_mask, refused_reason
+from .converted import ConvertedHATModel
+from .masked_body import MaskedBody, build_masked_body
 from .per_task_norm import PerTaskNorm
-from .unit_graph import is_addition, is_transparent, layout_inputs, only_user
-from ..masking.layout import ParamLayout
 
 BATCH_NORM_MODES = ("per_task", "refuse")
 HEAD_TYPES = (MultiHeadClassifier, IncrementalClassifier, nn.Linear)
@@ -53,7 +50,8 @@ class _Tracer(fx.Tracer):
         self.head = head
 
     def is_leaf_module(self, module: nn.Module, qualified_name: str) -> bool:
-        return module is self.head or isinstance(module, HEAD_TYPES[:2]) or super().is_leaf_module(module, qualified_name)
+        return (module is self.head or isinstance(module, HEAD_TYPES[:2] + (PerTaskNorm,))
+                or super().is_leaf_module(module, qualified_name))
 
 
 def _trace(model: nn.Module, head: nn.Module | None) -> fx.Graph:
@@ -111,16 +109,10 @@ def _find_head(model: nn.Module, head: str | None) -> tuple[str, nn.Module]:
         if node.op == "call_module" and isinstance(model.get_submodule(node.target), MASKABLE_LAYERS):
             last = node
     if last is None:
-        raise _nothing_to_mask(model)
+        raise nothing_to_mask(model)
     if not isinstance(model.get_submodule(last.target), nn.Linear):
         raise ValueError(f"{type(model).__name__} ends in no nn.Linear head: name its head with head=")
     return last.target, model.get_submodule(last.target)
-
-
-def _nothing_to_mask(model: nn.Module) -> ConversionError:
-    return ConversionError(f"{type(model).__name__} has no layer HAT can mask besides its head (masked layers: "
-                           "nn.Linear, nn.Conv1d, nn.Conv2d); use a network with hidden layers or one of the "
-                           "package's: HATMLP, HATAlexNet, HATResNet18")
 
 
 def refuse_wrapper(model: nn.Module) -> None:
@@ -135,10 +127,6 @@ def refuse_wrapper(model: nn.Module) -> None:
             "network itself (a plain one is converted to HAT) and choose its device with the strategy's "
             "device= argument (HAT-family strategies train on one device)"
         )
-
-
-def _key(target: str) -> str:
-    return target.replace(".", "_")
 
 
 def to_hat(model: nn.Module, *, head: str | None = None, task_incremental_heads: bool = False,
@@ -170,96 +158,29 @@ def to_hat(model: nn.Module, *, head: str | None = None, task_incremental_heads:
     head_nodes = [n for n in graph.nodes if n.op == "call_module" and modules[n.target] is head_module]
     if len(head_nodes) != 1:
         raise ConversionError(f"the head {head_name!r} is called {len(head_nodes)} times in the forward; expected once")
-    return _build(model, graph, modules, head_nodes[0], head_module, task_incremental_heads)
+    return _build(model, graph, head_nodes[0], head_module, task_incremental_heads)
 
 
-def _build(model, graph, modules, head_node, head_module, task_incremental_heads) -> ConvertedHATModel:
-    """Rewrite the traced graph into the masked body (its output: the head's input, after the
-    gates and recordings inserted before it); infer unit groups and layouts."""
-    masked, calls = [], {}
-    for node in graph.nodes:
-        if node is head_node:
-            break
-        if node.op == "call_module":
-            calls[node.target] = calls.get(node.target, 0) + 1
-            if calls[node.target] > 1 and isinstance(modules[node.target], MASKABLE_LAYERS + PER_TASK_LAYERS):
-                raise ConversionError(f"layer {node.target!r} is called twice in the forward (shared weights); "
-                                      "HAT needs one mask per use: give each use its own layer")
-            if isinstance(modules[node.target], MASKABLE_LAYERS):
-                masked.append(node)
-        elif node.op == "get_attr" and isinstance(operator.attrgetter(node.target)(model), nn.Parameter):
-            users = ", ".join(str(u.target) for u in node.users)
-            raise ConversionError(f"parameter {node.target!r} is used by a functional call ({users}); HAT masks "
-                                  "layers: use an nn.Linear/nn.Conv2d module, or subclass HATBackbone")
-    if not masked:
-        raise _nothing_to_mask(model)
-    # unit groups: the node after which each group's gate goes
-    anchors: dict[fx.Node, list[fx.Node]] = {}
-    for node in masked:
-        end = node
-        while (user := only_user(end)) is not None and user.op == "call_module" and isinstance(
-                modules[user.target], PER_TASK_LAYERS):
-            end = user
-        while (user := only_user(end)) is not None and is_addition(user):
-            end = user
-        anchors.setdefault(end, []).append(node)
-    keys = {anchor: _key(members[0].target) for anchor, members in anchors.items()}
-    sizes = {}
-    for anchor, members in anchors.items():
-        widths = {modules[m.target].weight.shape[0] for m in members}
-        if len(widths) != 1:
-            raise ConversionError(f"layers {[m.target for m in members]} meet at one sum with different widths {widths}")
-        sizes[keys[anchor]] = widths.pop()
-    # rewrite: placeholders (x, masks, task, record), gates, per-task norms, output = features
-    inputs = [n for n in graph.nodes if n.op == "placeholder"]
-    x = inputs[0]
-    with graph.inserting_after(inputs[-1]):
-        masks_in = graph.placeholder("masks")
-    with graph.inserting_after(masks_in):
-        task_in = graph.placeholder("task")
-    with graph.inserting_after(task_in):
-        record_in = graph.placeholder("record")
-    gates = {}
-    for anchor, key in keys.items():
-        with graph.inserting_after(anchor):
-            extra = modules[anchors[anchor][0].target].weight.dim() - 2
-            gate = graph.call_function(apply_gate, (anchor, masks_in, key, extra))
-        anchor.replace_all_uses_with(gate, delete_user_cb=lambda user, gate=gate: user is not gate)
-        gates[gate] = key
-        after = only_user(gate)
-        point = after if after is not None and is_transparent(after, modules) and after.op != "call_method" else gate
-        with graph.inserting_after(point):
-            recorded = graph.call_function(record_activation, (record_in, key, point))
-        point.replace_all_uses_with(recorded, delete_user_cb=lambda user, r=recorded: user is not r)
-    layouts = [layout_inputs(node, gates, modules, sizes) for node in masked]
-    owner = {id(m): keys[a] for a, ms in anchors.items() for m in ms}
-    layouts = [ParamLayout(f"body.{node.target}", modules[node.target], owner[id(node)], in_key, repeat, segments)
-               for node, (in_key, repeat, segments) in zip(masked, layouts)]
-    body_modules: dict[str, Any] = {}
-    for node in graph.nodes:
-        if node.op == "call_module" and modules[node.target] is not head_module:
-            module = modules[node.target]
-            if isinstance(module, PER_TASK_LAYERS):
-                module = PerTaskNorm(module)
-                node.args = (node.args[0], task_in)
-            body_modules[node.target] = module
-    for node in reversed(list(graph.nodes)):
-        if node.op == "output":
-            graph.erase_node(node)
-    graph.output(head_node.args[0])  # the features, gated and recorded
-    for node in reversed(list(graph.nodes)):  # what only the head and after it used
-        if node.op not in ("placeholder", "output") and not node.users:
-            graph.erase_node(node)
-    for node in [n for n in graph.nodes if n.op == "placeholder" and n is not x and n not in (masks_in, task_in, record_in)]:
-        if node.users:
-            raise ConversionError(f"the forward uses its argument {node.target!r} outside the head; HAT conversion "
-                                  "supports forwards whose task labels only select the head")
-        graph.erase_node(node)
-    graph._tracer_cls = BodyTracer  # unpickling rebuilds the body from its code with this tracer
-    body = fx.GraphModule(body_modules, graph, class_name=f"HAT{type(model).__name__}Body")
+def _build(model, graph, head_node, head_module, task_incremental_heads) -> ConvertedHATModel:
+    """The masked body of ``model`` (ending at the head's input) and its head."""
+    masked = build_masked_body(model, graph, head_node=head_node)
     feature_size, head = _head(head_module, task_incremental_heads)
-    return ConvertedHATModel(body, layouts, sizes, head=head, feature_size=feature_size,
+    return ConvertedHATModel(masked.body, masked.layouts, masked.unit_sizes, head=head, feature_size=feature_size,
                              multihead=isinstance(head, MultiHeadClassifier), source=type(model).__name__)
+
+
+def masked_body_of(network: nn.Module, *, unit_names: Mapping[str, str] | None = None,
+                   fold_conv_masks: bool = True) -> MaskedBody:
+    """The masked body of a network without a head (its output: the features), as
+    :func:`to_hat` builds it: how ``HATMLP``, ``HATAlexNet`` and ``HATResNet18`` are made.
+
+    :param unit_names: ``{masked layer: unit group name}`` (default: the layer's qualified name
+        with ``_`` for ``.``).
+    :param fold_conv_masks: see :func:`~.masked_body.build_masked_body`.
+    :raises ConversionError: as :func:`to_hat`.
+    """
+    _check_layers(network, "per_task")
+    return build_masked_body(network, _trace(network, None), unit_names=unit_names, fold_conv_masks=fold_conv_masks)
 
 
 def _head(head: nn.Module, task_incremental_heads: bool) -> tuple[int, nn.Module]:

@@ -25,6 +25,13 @@ class ConversionError(TypeError):
     """The network cannot be converted to HAT; the message names the layer and the way out."""
 
 
+def nothing_to_mask(model: nn.Module) -> ConversionError:
+    """The error for a network with no layer to mask besides its head."""
+    return ConversionError(f"{type(model).__name__} has no layer HAT can mask besides its head (masked layers: "
+                           "nn.Linear, nn.Conv1d, nn.Conv2d); use a network with hidden layers or one of the "
+                           "package's: HATMLP, HATAlexNet, HATResNet18")
+
+
 #: layers that get a HAT gate per output unit (neuron or channel)
 MASKABLE_LAYERS: tuple[type[nn.Module], ...] = (nn.Linear, nn.Conv1d, nn.Conv2d)
 
