@@ -32,6 +32,7 @@ from .importance.summing import STRATEGY_PARAMETERS, SUMMING_STRATEGIES
 from .masking.broadcast import AGGREGATIONS
 from .masking.regularizer import MASK_SPARSITY_REG_MODES
 from .models.base import TASK_EMBEDDING_INITIALIZERS
+from .task_inference.scores import TASK_SCORES
 
 HAT_MODES = ("hat", "hat_random", "hat_const_alpha", "hat_const_1")
 ADAHAT_MODES = ("adahat", "adahat_no_sum", "adahat_no_reg")
@@ -63,6 +64,10 @@ class HATConfig:
         ``train()``) when a task barely learned, its mask is empty or the network is nearly
         full (:class:`~avalanche_fgadahat.diagnostics.LearningDiagnostics`); ``None`` turns
         the warnings off (the report's numbers are still computed, ``plugin.last_report``).
+    :param task_inference: ``None`` (default): task-incremental, the task labels pick the masks;
+        ``max_softmax``, ``entropy`` or ``energy``: class-/domain-incremental, each experience is
+        a new task in training order and evaluation infers each sample's task with this score
+        (``docs/class_incremental.md``).
     :raises ValueError: on any value outside the accepted ones (the message names it).
     """
 
@@ -79,9 +84,11 @@ class HATConfig:
     embedding_clamp: float | None = None
     check_finite_loss: bool = True
     diagnostics: LearningDiagnostics | None = LearningDiagnostics()
+    task_inference: str | None = None
 
     def __post_init__(self) -> None:
         check_choice("adjustment_mode", self.adjustment_mode, self.ADJUSTMENT_MODES)
+        check_choice("task_inference", self.task_inference, (None, *TASK_SCORES))
         _set(self, "s_max", float(check_number("s_max", self.s_max, minimum=0.0, strict_minimum=True)))
         _set(self, "clamp_threshold", float(
             check_number("clamp_threshold", self.clamp_threshold, minimum=0.0, strict_minimum=True)))

@@ -23,14 +23,25 @@ def split_digits(
     *,
     test_fraction: float = 0.3,
     seed: int = 0,
-    class_ids_from_zero_in_each_exp: bool = True,
+    class_ids_from_zero_in_each_exp: bool | None = None,
+    return_task_id: bool = True,
 ):
-    """Task-incremental Split Digits: ``n_experiences`` tasks of ``10 / n_experiences`` classes.
+    """Split Digits: ``n_experiences`` experiences of ``10 / n_experiences`` classes.
 
     Pixels are scaled to [0, 1] (features are 8×8 = 64). The split into train and test is
-    stratified and fixed by ``seed``. Each experience carries its task label (0..n−1) and,
-    by default, class ids renumbered from 0 within the task (one small head per task).
+    stratified and fixed by ``seed``. Task-incremental (default): each experience carries its
+    task label (0..n−1) and, by default, class ids renumbered from 0 within the task (one small
+    head per task). ``return_task_id=False``: class-incremental, as Avalanche's
+    ``SplitMNIST(return_task_id=False)``: every experience has task label 0 and global class ids.
+
+    :raises ValueError: ``class_ids_from_zero_in_each_exp=True`` without task labels (the
+        classes of different experiences would share ids).
     """
+    if class_ids_from_zero_in_each_exp is None:
+        class_ids_from_zero_in_each_exp = return_task_id
+    if class_ids_from_zero_in_each_exp and not return_task_id:
+        raise ValueError("class_ids_from_zero_in_each_exp=True needs return_task_id=True: without task "
+                         "labels the experiences' classes must keep their global ids")
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
@@ -52,12 +63,12 @@ def split_digits(
             keep = idx[torch.isin(y[idx], classes)]
             labels = y[keep] - (task * per_task if class_ids_from_zero_in_each_exp else 0)
             out.append((x[keep], labels))
-    return tensors_benchmark(
-        train_tensors=train, test_tensors=test, task_labels=list(range(n_experiences))
-    )
+    return tensors_benchmark(train_tensors=train, test_tensors=test,
+                             task_labels=list(range(n_experiences)) if return_task_id else [0] * n_experiences)
 
 
-def permuted_digits(n_experiences: int = 10, *, test_fraction: float = 0.3, seed: int = 0):
+def permuted_digits(n_experiences: int = 10, *, test_fraction: float = 0.3, seed: int = 0,
+                    return_task_id: bool = True):
     """Task-incremental Permuted Digits: every task is all 10 digit classes under its own
     fixed permutation of the 64 pixels (the Permuted MNIST protocol on the embedded
     scikit-learn digits, no download).
@@ -65,7 +76,8 @@ def permuted_digits(n_experiences: int = 10, *, test_fraction: float = 0.3, seed
     The stratified train/test split is fixed (``random_state=0``, as :func:`split_digits`);
     the permutations come from ``np.random.RandomState(seed)``, one ``permutation(64)`` per
     task in task order (as Avalanche's ``PermutedMNIST`` draws them), so the seed varies
-    the tasks. Pixels are scaled to [0, 1]; task labels 0..n−1; classes 0..9 in every task.
+    the tasks. Pixels are scaled to [0, 1]; task labels 0..n−1 (all 0 with
+    ``return_task_id=False``: domain-incremental); classes 0..9 in every task.
     """
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
@@ -85,9 +97,8 @@ def permuted_digits(n_experiences: int = 10, *, test_fraction: float = 0.3, seed
         for indices, out in ((train_idx, train), (test_idx, test)):
             idx = torch.as_tensor(indices)
             out.append((x[idx][:, permutation], y[idx]))
-    return tensors_benchmark(
-        train_tensors=train, test_tensors=test, task_labels=list(range(n_experiences))
-    )
+    return tensors_benchmark(train_tensors=train, test_tensors=test,
+                             task_labels=list(range(n_experiences)) if return_task_id else [0] * n_experiences)
 
 
 #: Avalanche's MNIST normalisation (``cmnist._default_mnist_train_transform``).

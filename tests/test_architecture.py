@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[1] / PACKAGE
 LAYERS = [
     ("_validation", "determinism", "rollback", "data"),
     ("masking",),
-    ("models",),
+    ("models", "task_inference"),
     ("diagnostics",),
     ("adjustment",),
     ("importance",),

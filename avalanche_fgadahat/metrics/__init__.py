@@ -6,6 +6,8 @@
   mask figure (to TensorBoard);
 * :func:`hat_diagnostic_metrics` — the end-of-experience learning diagnostics (mask change,
   embedding shift, free capacity, trainable share of the task's weights);
+* :func:`task_identification_accuracy` — with ``task_inference``, how often the inferred task
+  is right (beside Avalanche's class-incremental accuracy);
 * :class:`MetricsCSVLogger` — every scalar metric (custom ones too) to a CSV file.
 """
 
@@ -19,6 +21,7 @@ from .capacity import (
 from .csv_logger import MetricsCSVLogger
 from .diagnostics import LearningDiagnosticsMetric, hat_diagnostic_metrics
 from .masks import MaskFigure, MaskUsage, hat_mask_metrics, mask_usage
+from .task_identification import TaskIdentificationAccuracy, task_identification_accuracy
 
 __all__ = [
     "ExperienceNetworkCapacity",
@@ -28,9 +31,11 @@ __all__ = [
     "MetricsCSVLogger",
     "MinibatchNetworkCapacity",
     "StreamNetworkCapacity",
+    "TaskIdentificationAccuracy",
     "find_hat_plugin",
     "hat_capacity_metrics",
     "hat_diagnostic_metrics",
     "hat_mask_metrics",
     "mask_usage",
+    "task_identification_accuracy",
 ]

@@ -55,12 +55,14 @@ from .heads import check_state_dict_fits, restore_heads_, restore_per_task_modul
 from .state import UnitGroupState
 from .task_embeddings import TASK_EMBEDDING_INITIALIZERS, MixedTaskBatchError, UntrainedTaskWarning
 from .training_step import TrainingStep
+from ..task_inference.model_mode import TaskInferenceMixin
 
 __all__ = ["HATBackbone", "MixedTaskBatchError", "TASK_EMBEDDING_INITIALIZERS", "UntrainedTaskWarning"]
 
 
-class HATBackbone(MultiTaskModule):
-    """Base of the masked backbones (see module doc)."""
+class HATBackbone(TaskInferenceMixin, MultiTaskModule):
+    """Base of the masked backbones (see module doc; task inference: :class:`~avalanche_fgadahat.
+    task_inference.model_mode.TaskInferenceMixin`)."""
 
     def __init__(self, *, multihead: bool = True) -> None:
         super().__init__()
@@ -280,9 +282,14 @@ class HATBackbone(MultiTaskModule):
             zero-padded to the widest head of the batch), or ``None`` (a dict of every
             known task's logits).
         :raises ValueError: a training mini-batch holding another task than the one trained.
+
+        With task inference (:meth:`set_task_inference`) the labels are not read: training runs
+        the task being trained; evaluation infers each sample's task (``(B, classes seen)``).
         """
         if task_labels is None:
             return self.forward_all_tasks(x)
+        if self.task_inference is not None:
+            return self._forward_inferred(x)
         if isinstance(task_labels, torch.Tensor) and task_labels.dim() == 0:
             task_labels = int(task_labels)
         if isinstance(task_labels, int):

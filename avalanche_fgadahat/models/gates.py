@@ -19,8 +19,11 @@ from torch import nn
 
 def apply_gate(h: torch.Tensor, masks: Mapping[str, torch.Tensor], key: str, extra_dims: int) -> torch.Tensor:
     """``h · m_key``: ``h`` ``(B, units, *spatial)`` times the mask ``(units,)`` broadcast over
-    ``extra_dims`` trailing dims (0 for ``nn.Linear``, 1 for ``nn.Conv1d``, 2 for ``nn.Conv2d``)."""
+    ``extra_dims`` trailing dims (0 for ``nn.Linear``, 1 for ``nn.Conv1d``, 2 for ``nn.Conv2d``),
+    or times a per-sample mask ``(B, units)`` (task inference: each sample under its own task)."""
     mask = masks[key]
+    if mask.dim() == 2:
+        return h * mask.view(*mask.shape, *([1] * extra_dims))
     if extra_dims:
         mask = mask.view(1, -1, *([1] * extra_dims))
     return h * mask

@@ -9,8 +9,8 @@ rate engine (``adjustment/``), the step's state (``models.training_step``), inpu
 
 Callback → work:
 
-* ``before_train_dataset_adaptation``: check model, task label and optimizer before
-  Avalanche adapts the model or the optimizer (a refused experience changes nothing).
+* ``before_train_dataset_adaptation``: check model, task label (the HAT task: ``TaskAssignment``)
+  and optimizer before Avalanche adapts model or optimizer (a refused experience changes nothing).
 * ``before_training_exp``: check that the optimizer holds every masked parameter; snapshot
   the model; reset the optimizer state; re-initialise the task embeddings; open the model's
   :class:`~avalanche_fgadahat.models.training_step.TrainingStep`; broadcast the rule's
@@ -43,17 +43,9 @@ from ..masking.regularizer import MaskSparsityRegularizer
 from ..models.base import HATBackbone
 from ..rollback import ModelSnapshot
 from ..models.conversion import to_hat
-from .checks import (
-    HATFamilyPlugin,
-    check_no_task_mixing,
-    check_optimizer,
-    check_single_task_data,
-    experience_task,
-    find_hat_plugins,
-    mixed_batch_message,
-    two_plugins_message,
-    unwrap_hat_model,
-)
+from .task_assignment import TaskAssignment
+from .checks import (HATFamilyPlugin, check_no_task_mixing, check_optimizer, check_single_task_data,
+                     find_hat_plugins, mixed_batch_message, two_plugins_message, unwrap_hat_model)
 from .lifecycle import ExperiencePhase, user_stacklevel
 from .migration import migrate_plugin_state
 from .optimizer_state import seed_frozen_second_moments_
@@ -101,15 +93,17 @@ class HATPlugin(HATFamilyPlugin, ConfiguredSettings, SupervisedPlugin):
         self._experience_start: ModelSnapshot | None = None
         self._start_embeddings: torch.Tensor | None = None
         self._previous_cumulative: dict[str, torch.Tensor] = {}
+        self.assignment = TaskAssignment(self.config.task_inference)
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         """Load a plugin pickled by an earlier version (an Avalanche checkpoint)."""
         self.__dict__.update(migrate_plugin_state(type(self), state))
+        self.__dict__.setdefault("assignment", TaskAssignment(self.config.task_inference))
 
     # ------------------------------------------------------------------ checks
     def _check_experience(self, strategy) -> tuple[HATBackbone, int]:
         model = unwrap_hat_model(strategy.model)
-        task = experience_task(strategy.experience)
+        task = self.assignment.task_of(strategy.experience, model)
         if model.is_trained(task):
             raise ValueError(
                 f"task {task} was already trained and its mask stored; HAT cannot retrain a "
@@ -171,11 +165,13 @@ class HATPlugin(HATFamilyPlugin, ConfiguredSettings, SupervisedPlugin):
         ``torch.compile``) before it is called without task labels."""
         self._convert_model(strategy)
 
-    @staticmethod
-    def _convert_model(strategy) -> None:
+    def _convert_model(self, strategy) -> None:
         """A plain ``strategy.model`` becomes its HAT network (``to_hat``: same parameter objects;
-        the task embeddings reach the optimizer at Avalanche's optimizer update, as new heads do)."""
-        strategy.model = to_hat(strategy.model)
+        the task embeddings reach the optimizer at Avalanche's optimizer update, as new heads do;
+        one head per task with ``task_inference``), in the plugin's task-inference mode."""
+        inference = self.config.task_inference
+        strategy.model = to_hat(strategy.model, task_incremental_heads=inference is not None)
+        unwrap_hat_model(strategy.model).set_task_inference(inference)
 
     # ------------------------------------------------------------------ per experience
     def before_train_dataset_adaptation(self, strategy, **kwargs) -> None:
@@ -187,7 +183,7 @@ class HATPlugin(HATFamilyPlugin, ConfiguredSettings, SupervisedPlugin):
     def after_train_dataset_adaptation(self, strategy, **kwargs) -> None:
         """Refuse training data of other tasks (Cumulative, JointTraining) before the model
         or the optimizer is adapted."""
-        check_single_task_data(strategy, experience_task(strategy.experience))
+        check_single_task_data(strategy, self.assignment.label_of(strategy.experience))
 
     def before_training_exp(self, strategy, **kwargs) -> None:
         """Start of an experience (after Avalanche's model and optimizer adaptation): check the
@@ -224,6 +220,7 @@ class HATPlugin(HATFamilyPlugin, ConfiguredSettings, SupervisedPlugin):
         (``last_report``; its warnings are issued at the end of ``train()``)."""
         model = unwrap_hat_model(strategy.model)
         model.commit_task(self.task)
+        self.assignment.record(strategy.experience, self.task)
         self._finish_experience(strategy, model)
         model.end_training()
         self._experience_start = None
@@ -279,7 +276,8 @@ class HATPlugin(HATFamilyPlugin, ConfiguredSettings, SupervisedPlugin):
         for the 1-based batch index ``b`` (HAT Eq. 3)."""
         model = unwrap_hat_model(strategy.model)
         labels = strategy.mb_task_id
-        if isinstance(labels, torch.Tensor) and bool((labels != self.task).any()):
+        expected = self.task if self.config.task_inference is None else self.assignment.stream_label
+        if isinstance(labels, torch.Tensor) and bool((labels != expected).any()):
             found, task = sorted(set(labels.tolist())), self.task
             iteration = strategy.clock.train_epoch_iterations
             self.rollback_experience(strategy)
