@@ -10,7 +10,7 @@ subpackages) instead.
 The boundary is one-way (``tests/test_import_side_effects.py`` checks it):
 
 * the harness may import the library's modules, Avalanche, torch, matplotlib and the
-  standard library;
+  standard library, and Ray (the ``ray`` extra) inside functions, when Ray is asked for;
 * no library module imports ``avalanche_fgadahat.experiments`` (and ``import
   avalanche_fgadahat`` does not load it).
 
@@ -24,14 +24,23 @@ Command line: see ``docs/experiments.md``. Modules, one job each:
 * ``baseline_models`` — the HAT backbones' layers unmasked, with per-task heads;
 * ``measures``  — the metrics given to Avalanche's ``EvaluationPlugin``;
 * ``metrics_math`` — ACC, BWT and forgetting from an accuracy matrix;
-* ``runner``    — run strategies × seeds, one JSON per run, resumable;
+* ``splits``    — the benchmark a run trains on: subsampled, or ``--tune``'s validation split;
+* ``runner``    — one run: its JSON record and log, and the resume check;
+* ``sweep``     — strategies × seeds, skipping complete runs, on an executor;
+* ``executors`` — the local executor and what every executor gets and gives back;
+* ``ray_executor`` — every run a Ray task (``--executor ray``, the ``ray`` extra);
+* ``ray_data``  — how a benchmark reaches the Ray tasks (object store, or built on each worker);
+* ``cli_scale`` — the command line's Ray options, checked together;
+* ``tuning_spaces`` — each method's hyperparameters that ``--tune`` searches, and their ranges;
+* ``tuning``    — ``--tune``: Ray Tune on the validation split, the chosen settings;
 * ``report``    — tables (Markdown, CSV) and plots (PNG).
 """
 
 from .presets import PRESETS, ExperimentSettings, Preset
 from .report import write_plots, write_tables
-from .runner import run_one, run_sweep
+from .runner import run_one
 from .strategies import STRATEGIES, resolve_strategy
+from .sweep import run_sweep
 
 __all__ = [
     "PRESETS",

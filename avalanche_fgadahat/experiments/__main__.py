@@ -4,6 +4,10 @@ Example (the README's main job, about two minutes on two CPU cores)::
 
     python -m avalanche_fgadahat.experiments --benchmark pdigits \\
         --strategies fgadahat:icu adahat hat naive ewc --seeds 1 2 3 --out results/pdigits
+
+``--executor ray`` runs every (strategy, seed) run as a Ray task (``ray_executor.py``);
+``--tune`` first searches each method's hyperparameters with Ray Tune (``tuning.py``).
+Options of both are checked in ``cli_scale.py``.
 """
 
 from __future__ import annotations
@@ -12,15 +16,17 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from contextlib import nullcontext
 from pathlib import Path
 
 import torch
 
 from .presets import BACKBONES, PRESETS
 from .report import TABLE_LEGEND, matrices_text, write_plots, write_tables
-from .runner import run_sweep
+from .cli_scale import add_scale_arguments, check_scale_arguments, executor_for, tune_options
 from .settings import SETTINGS_SOURCES, STRATEGY_SETTINGS
 from .strategies import STRATEGIES, overrides_for, parse_overrides, resolve_strategy
+from .sweep import SweepError, run_sweep
 
 DEFAULT_STRATEGIES = ("fgadahat:icu", "adahat", "hat", "naive", "ewc")
 
@@ -63,6 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--quiet", action="store_true", help="print only the final table")
     parser.add_argument("--list", action="store_true",
                         help="print presets, FG-AdaHAT importance names and strategy settings, then exit")
+    add_scale_arguments(parser)
     return parser
 
 
@@ -104,12 +111,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         _list()
         return 0
     try:
-        device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+        scale = check_scale_arguments(args)
+        device = scale.device or ("cuda" if torch.cuda.is_available() else "cpu")
         settings = PRESETS[args.benchmark].settings(
             n_experiences=args.n_experiences, epochs=args.epochs, batch_size=args.batch_size,
             eval_batch_size=args.eval_batch_size, lr=args.lr, hidden_sizes=args.hidden_sizes, backbone=args.backbone,
-            device=device, num_workers=args.num_workers, threads=args.threads, data_root=args.data_root,
+            device=device, num_workers=args.num_workers, threads=scale.threads, data_root=scale.data_root(args.data_root),
             max_train_samples=args.max_train_samples, max_test_samples=args.max_test_samples,
+            device_here=not scale.uses_ray,
         )
         if len(set(args.strategies)) != len(args.strategies) or len(set(args.seeds)) != len(args.seeds):
             raise ValueError(f"--strategies {args.strategies} and --seeds {args.seeds} must not repeat a value")
@@ -118,29 +127,69 @@ def main(argv: Sequence[str] | None = None) -> int:
         labels = [s.label for s in strategies]
         if len(set(labels)) != len(labels):
             raise ValueError(f"--strategies name the same strategy twice: {labels}")
+        scale.check_overrides(strategies, parsed)
+        scale.require_ray(args.executor)
     except ValueError as error:
         parser.error(str(error))
     out = args.out or Path("results") / args.benchmark
     log = (lambda message: None) if args.quiet else (lambda message: print(message, flush=True))
     log(f"{args.benchmark}: {settings.n_experiences} tasks, {settings.epochs} epoch(s), batch "
         f"{settings.batch_size}, lr {settings.lr}, device {settings.device}; "
-        f"{len(strategies)} strategies x {len(args.seeds)} seed(s) -> {out}")
+        f"{len(strategies)} strategies x {len(args.seeds)} seed(s) -> {out} ({args.executor} executor"
+        f"{', tuned first' if args.tune else ''})")
+    failures: list[tuple[str, int, str]] = []
+    notes = ""
     try:
-        records = run_sweep(settings, strategies, args.seeds, out, force=args.force, log=log)
+        from .ray_executor import ray_session
+
+        with ray_session(args.ray_address, "--executor ray" if args.executor == "ray" else "--tune") \
+                if scale.uses_ray else nullcontext():
+            if args.tune:
+                from .tuning import tune_strategies, tuned_strategies, tuning_table
+
+                options = tune_options(args, scale, args.seeds[0])
+                searched, failed = tune_strategies(settings, strategies, out, options, force=args.force, log=log)
+                failures += [(label, args.seeds[0], f"tuning: {error}") for label, error in failed.items()]
+                strategies = tuned_strategies([s for s in strategies if s.label not in failed], searched)
+                notes = tuning_table({s.label: searched[s.label] for s in strategies}, options)
+                Path(out).mkdir(parents=True, exist_ok=True)
+                (Path(out) / "tuning.md").write_text(notes)
+            records = run_sweep(settings, strategies, args.seeds, out, force=args.force, log=log,
+                                executor=executor_for(args, scale))
+    except SweepError as error:
+        records, failures = error.records, failures + error.failures
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    md_path, csv_path, table = write_tables(records, out, title=f"{args.benchmark} ({settings.n_experiences} tasks)")
+    except KeyboardInterrupt:
+        print("interrupted: complete runs are saved in the output folder; rerun the same command to resume",
+              file=sys.stderr)
+        return 130
+    if records:
+        _report(records, out, f"{args.benchmark} ({settings.n_experiences} tasks)", notes, args.quiet, log)
+    if failures:
+        print(f"{len(failures)} run(s) failed (rerun the same command to retry them):", file=sys.stderr)
+        for label, seed, error in failures:
+            print(f"  {label} seed {seed}: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _report(records, out: Path, title: str, notes: str, quiet: bool, log) -> None:
+    """Tables, plots, and the terminal summary of a sweep's complete runs."""
+    md_path, csv_path, table = write_tables(records, out, title=title, notes=notes)
     plots = write_plots(records, out)
     matrices = matrices_text(records)
-    if matrices and not args.quiet:
+    if matrices and not quiet:
         print()
         print(matrices, end="")
     print()
     print(table)
     print(TABLE_LEGEND)
+    if notes:
+        print()
+        print(notes, end="")
     log(f"tables: {md_path}, {csv_path}; plots: {', '.join(str(p) for p in plots)}")
-    return 0
 
 
 if __name__ == "__main__":

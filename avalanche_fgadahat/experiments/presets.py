@@ -68,8 +68,10 @@ class Preset:
     threads: int | None = None
     data_note: str = ""
 
-    def settings(self, **overrides: Any) -> ExperimentSettings:
-        """The preset's settings with ``overrides`` (``None`` values keep the preset's)."""
+    def settings(self, *, device_here: bool = True, **overrides: Any) -> ExperimentSettings:
+        """The preset's settings with ``overrides`` (``None`` values keep the preset's).
+        ``device_here=False``: the runs execute on other machines (Ray), so a CUDA device is
+        not checked here."""
         base = ExperimentSettings(
             benchmark=self.benchmark,
             n_experiences=self.n_experiences,
@@ -91,12 +93,12 @@ class Preset:
         if "hidden_sizes" in given:
             given["hidden_sizes"] = tuple(given["hidden_sizes"])
         settings = replace(base, **given)
-        validate_settings(settings)
+        validate_settings(settings, device_here=device_here)
         return settings
 
 
-def validate_settings(s: ExperimentSettings) -> None:
-    """``ValueError`` naming the first bad setting."""
+def validate_settings(s: ExperimentSettings, device_here: bool = True) -> None:
+    """``ValueError`` naming the first bad setting (a CUDA device is checked only with ``device_here``)."""
     check_choice("benchmark", s.benchmark, BENCHMARKS)
     check_choice("backbone", s.backbone, BACKBONES)
     check_number("n_experiences", s.n_experiences, minimum=1, integer=True)
@@ -121,7 +123,7 @@ def validate_settings(s: ExperimentSettings) -> None:
             f"the {s.benchmark} preset uses {s.backbone!r}"
         )
     BENCHMARKS[s.benchmark].check(s)
-    if s.device.startswith("cuda") and not torch.cuda.is_available():
+    if device_here and s.device.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"device={s.device!r} but CUDA is not available here; use device='cpu'")
 
 
@@ -129,10 +131,13 @@ def validate_settings(s: ExperimentSettings) -> None:
 @dataclass(frozen=True)
 class BenchmarkBuilder:
     """``build(settings, seed)`` → an Avalanche benchmark with task labels;
-    ``check(settings)`` raises ``ValueError`` on settings the benchmark cannot honour."""
+    ``check(settings)`` raises ``ValueError`` on settings the benchmark cannot honour;
+    ``build_on_workers``: on Ray, each worker builds it from ``data_root`` rather than receiving
+    it through the object store (a benchmark far larger in memory than its files)."""
 
     build: Callable[[ExperimentSettings, int], Any]
     check: Callable[[ExperimentSettings], None] = lambda s: None
+    build_on_workers: bool = False
 
 
 def _divides(total: int, what: str) -> Callable[[ExperimentSettings], None]:
@@ -199,7 +204,7 @@ BENCHMARKS: Mapping[str, BenchmarkBuilder] = MappingProxyType(
     {
         "digits": BenchmarkBuilder(_digits, _divides(10, "classes")),
         "pdigits": BenchmarkBuilder(_pdigits),
-        "pmnist": BenchmarkBuilder(_pmnist),
+        "pmnist": BenchmarkBuilder(_pmnist, build_on_workers=True),  # 220 MB of permuted images per task
         "smnist": BenchmarkBuilder(_smnist, _divides(10, "classes")),
         "split_cifar100": BenchmarkBuilder(_split_cifar100, _divides(100, "classes")),
     }

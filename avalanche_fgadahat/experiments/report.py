@@ -1,6 +1,6 @@
 """Aggregate run records into tables (Markdown, CSV) and plots (PNG, matplotlib Agg).
 
-Input: the records ``runner.run_sweep`` returns (one per strategy × seed). Every number in
+Input: the records ``sweep.run_sweep`` returns (one per strategy × seed). Every number in
 the tables is the mean ± sample standard deviation over seeds (the std is left out for one
 seed). Accuracies are in percent.
 """
@@ -93,13 +93,15 @@ def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_tables(records: Sequence[dict[str, Any]], out: Path, title: str = "") -> tuple[Path, Path, str]:
-    """Write ``results.md`` and ``results.csv`` in ``out``; return their paths and the table."""
+def write_tables(records: Sequence[dict[str, Any]], out: Path, title: str = "",
+                 notes: str = "") -> tuple[Path, Path, str]:
+    """Write ``results.md`` and ``results.csv`` in ``out``; return their paths and the table.
+    ``notes`` (Markdown, e.g. the settings ``--tune`` chose) go under the legend."""
     out = Path(out)
     rows = summary_rows(records)
     table = markdown_table(rows)
     md_path, csv_path = out / "results.md", out / "results.csv"
-    notes = f"\n{TABLE_LEGEND}\n"
+    notes = f"\n{TABLE_LEGEND}\n" + (f"\n{notes.rstrip()}\n" if notes else "")
     matrices = matrices_text(records)
     matrices = f"\n## Accuracy matrices\n\n```\n{matrices}```\n" if matrices else ""
     md_path.write_text((f"# {title}\n\n" if title else "") + table + notes + matrices)

@@ -1,24 +1,29 @@
-"""Run a sweep: strategies × seeds on one benchmark, one JSON file per run, resumable.
+"""One run: a strategy with a seed on a benchmark, its JSON record and log, resumable.
 
 Each run follows Avalanche's standard loop — train on experience ``i``, then evaluate the
 whole test stream — so row ``i`` of the accuracy matrix is "after training task ``i``".
 Joint training is trained once on the whole stream (its matrix has one row). A run is
 written to ``<out>/runs/<strategy>__seed<k>.json`` only once it is complete; a later sweep
-with the same settings skips it, so an interrupted sweep resumes where it stopped.
+with the same settings skips it (:func:`load_complete`), so an interrupted sweep resumes
+where it stopped. :func:`run_one` writes the run's files as it goes (the local executor);
+:func:`run_in_memory` returns the record and the log's text instead, for the driver to write
+with :func:`save_result` (the Ray executor). Sweeps: ``sweep.py``.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import platform
 import subprocess
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import torch
 
@@ -36,8 +41,9 @@ from .measures import (
     make_evaluator,
     per_experience,
 )
-from .presets import BENCHMARKS, ExperimentSettings
-from .strategies import ResolvedStrategy, build_strategy, check_buildable
+from .presets import ExperimentSettings
+from .splits import build_benchmark  # noqa: F401  (re-exported: runner.build_benchmark)
+from .strategies import ResolvedStrategy, build_strategy
 
 Log = Callable[[str], None]
 RECORD_FORMAT = 1
@@ -138,60 +144,37 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"not JSON-serialisable: {type(value).__name__}")
 
 
-def build_benchmark(settings: ExperimentSettings, seed: int):
-    """The preset's benchmark for ``seed``, subsampled per experience if asked."""
-    benchmark = BENCHMARKS[settings.benchmark].build(settings, seed)
-    found = len(benchmark.train_stream)
-    if found != settings.n_experiences:
-        raise ValueError(f"benchmark has {found} experiences, expected n_experiences={settings.n_experiences}")
-    if settings.max_train_samples is None and settings.max_test_samples is None:
-        return benchmark
-    return _subsample(benchmark, settings.max_train_samples, settings.max_test_samples, seed)
-
-
-def _subsample(benchmark, max_train: int | None, max_test: int | None, seed: int):
-    """At most ``max_*`` samples per experience: a seeded random subset (datasets may be
-    ordered by class), keeping each dataset's task labels and transforms."""
-    from avalanche.benchmarks import dataset_benchmark
-
-    generator = torch.Generator().manual_seed(seed)
-
-    def cut(dataset, limit):
-        if limit is None or len(dataset) <= limit:
-            return dataset
-        keep = torch.randperm(len(dataset), generator=generator)[:limit].sort().values
-        return dataset.subset(keep.tolist())
-
-    train = [cut(e.dataset, max_train) for e in benchmark.train_stream]
-    test = [cut(e.dataset, max_test) for e in benchmark.test_stream]
-    return dataset_benchmark(train, test)
-
-
 def _seed_everything(seed: int) -> None:
     from avalanche.training.determinism.rng_manager import RNGManager
 
     RNGManager.set_random_seeds(seed)
 
 
-def run_one(
+def log_relpath(strategy: ResolvedStrategy, seed: int) -> str:
+    """The run's log file, relative to the output folder: ``logs/<strategy>__seed<k>.log``."""
+    return f"logs/{strategy.file_stem}__seed{seed}.log"
+
+
+def execute_run(
     settings: ExperimentSettings,
     strategy: ResolvedStrategy,
     seed: int,
     benchmark,
-    out: Path,
+    log_file: TextIO,
     log: Log = _print,
     prefix: str = "",
 ) -> dict[str, Any]:
-    """Train and evaluate one strategy with one seed; write and return its record."""
+    """Train and evaluate one strategy with one seed; return its record (no file written).
+
+    Avalanche's text log and the learning diagnostics go to ``log_file``; ``log`` gets one
+    progress line per task.
+    """
     from avalanche.logging import TextLogger
 
-    out = Path(out)
     config = run_config(settings, strategy, seed)
-    log_path = out / "logs" / f"{strategy.file_stem}__seed{seed}.log"
-    log_path.parent.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     diagnostics: list[str] = []
-    with open(log_path, "w") as log_file, warnings.catch_warnings():
+    with warnings.catch_warnings():
         _log_diagnostics(log_file, diagnostics)
         # The loop evaluates the whole test stream, future tasks included, by design: their
         # numbers (an untrained head's, not necessarily chance level) fill the matrix's upper
@@ -217,10 +200,7 @@ def run_one(
                     f"{prefix}{strategy.label} seed {seed}: task {i + 1}/{n} done, "
                     f"ACC over tasks 1-{i + 1} = {100 * sum(row[: i + 1]) / (i + 1):.2f}%"
                 )
-    if diagnostics:
-        log(f"{prefix}{strategy.label} seed {seed}: {len(diagnostics)} learning-diagnostic warning(s) "
-            f"(docs/diagnostics.md) in {log_path}")
-    record = {
+    return {
         "format": RECORD_FORMAT,
         "status": "complete",
         "strategy": strategy.label,
@@ -230,11 +210,59 @@ def run_one(
         "metrics": _collect(evaluator, strategy, n),
         "wall_time_s": time.perf_counter() - started,
         "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "log": str(log_path.relative_to(out)),
+        "log": log_relpath(strategy, seed),
         "diagnostic_warnings": diagnostics,
     }
+
+
+def run_one(
+    settings: ExperimentSettings,
+    strategy: ResolvedStrategy,
+    seed: int,
+    benchmark,
+    out: Path,
+    log: Log = _print,
+    prefix: str = "",
+) -> dict[str, Any]:
+    """Train and evaluate one strategy with one seed; write and return its record (the log
+    file is written as the run goes)."""
+    out = Path(out)
+    log_path = out / log_relpath(strategy, seed)
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "w") as log_file:
+        record = execute_run(settings, strategy, seed, benchmark, log_file, log, prefix)
+    if record["diagnostic_warnings"]:
+        log(f"{prefix}{strategy.label} seed {seed}: {len(record['diagnostic_warnings'])} learning-diagnostic "
+            f"warning(s) (docs/diagnostics.md) in {log_path}")
     _write_atomic(run_path(out, strategy, seed), record)
     return record
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """A run done away from the output folder: its record and its log's text."""
+
+    record: dict[str, Any]
+    log_text: str
+
+
+def run_in_memory(settings: ExperimentSettings, strategy: ResolvedStrategy, seed: int, benchmark) -> RunResult:
+    """:func:`execute_run` with the log kept in memory and no progress lines (a Ray worker)."""
+    buffer = io.StringIO()
+    record = execute_run(settings, strategy, seed, benchmark, buffer, log=lambda message: None)
+    return RunResult(record, buffer.getvalue())
+
+
+def save_result(out: Path, strategy: ResolvedStrategy, seed: int, result: RunResult) -> Path:
+    """Write a :class:`RunResult` as :func:`run_one` would have: the log, then the JSON
+    record (atomically, last); return the record's path."""
+    out = Path(out)
+    log_path = out / result.record["log"]
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    log_path.write_text(result.log_text)
+    path = run_path(out, strategy, seed)
+    _write_atomic(path, result.record)
+    return path
 
 
 def _log_diagnostics(log_file, collected: list[str]) -> None:
@@ -283,62 +311,3 @@ def _collect(evaluator, strategy: ResolvedStrategy, n: int) -> dict[str, Any]:
             forgetting=mm.forgetting(full),
         )
     return metrics
-
-
-def run_sweep(
-    settings: ExperimentSettings,
-    strategies: Sequence[ResolvedStrategy],
-    seeds: Sequence[int],
-    out: Path,
-    *,
-    force: bool = False,
-    log: Log = _print,
-) -> list[dict[str, Any]]:
-    """Every (strategy, seed) run, skipping those already complete in ``out``.
-
-    Every strategy is built once without training first (:func:`check_buildable`), so a bad
-    setting of any of them raises ``ValueError`` before the first run trains or writes.
-
-    The benchmark is built once per seed and shared by that seed's strategies; torch uses
-    ``settings.threads`` CPU threads during the sweep (if set).
-    """
-    previous_threads = torch.get_num_threads()
-    if settings.threads is not None:
-        torch.set_num_threads(settings.threads)
-    try:
-        return _sweep(settings, strategies, seeds, Path(out), force, log)
-    finally:
-        torch.set_num_threads(previous_threads)
-
-
-def _sweep(settings, strategies, seeds, out: Path, force: bool, log: Log) -> list[dict[str, Any]]:
-    for strategy in strategies:  # every strategy's settings, before the first run trains
-        check_buildable(strategy, settings)
-    out.mkdir(parents=True, exist_ok=True)
-    total = len(strategies) * len(seeds)
-    records: dict[tuple[str, int], dict[str, Any]] = {}
-    pending: list[tuple[int, ResolvedStrategy]] = []
-    for seed in seeds:
-        for strategy in strategies:
-            path = run_path(out, strategy, seed)
-            stored = None if force else load_complete(path, run_config(settings, strategy, seed))
-            if stored is not None:
-                records[(strategy.label, seed)] = stored
-                log(f"skip {strategy.label} seed {seed}: complete in {path}")
-            else:
-                pending.append((seed, strategy))
-    done = total - len(pending)
-    benchmarks: dict[int, Any] = {}
-    for seed, strategy in pending:
-        if seed not in benchmarks:
-            benchmarks.clear()
-            log(f"building {settings.benchmark} benchmark for seed {seed} ...")
-            benchmarks[seed] = build_benchmark(settings, seed)
-        done += 1
-        record = run_one(settings, strategy, seed, benchmarks[seed], out, log, prefix=f"[{done}/{total}] ")
-        records[(strategy.label, seed)] = record
-        log(
-            f"[{done}/{total}] {strategy.label} seed {seed}: ACC {100 * record['metrics']['acc']:.2f}% "
-            f"in {record['wall_time_s']:.1f} s"
-        )
-    return [records[(s.label, seed)] for s in strategies for seed in seeds]
