@@ -82,7 +82,7 @@ class SearchSpace:
         return tuple(d.key for d in self.dimensions)
 
     def describe(self) -> str:
-        """The ranges, ``; ``-separated."""
+        """The ranges, separated by semicolons."""
         return "; ".join(d.describe() for d in self.dimensions)
 
 
