@@ -110,7 +110,9 @@ class _HATFamilyStrategy(SupervisedTemplate):
         plugins: Sequence[BasePlugin] | None,
         template_kwargs: dict[str, Any],
     ) -> None:
-        model = to_hat(model)
+        inference = plugin.config.task_inference
+        model = to_hat(model, task_incremental_heads=inference is not None)  # one head per task for task inference
+        model.set_task_inference(inference)  # a shared head is refused here, before anything trains
         extra = find_hat_plugins(plugins or [])
         if extra:
             raise ValueError(

@@ -296,3 +296,26 @@ def test_per_task_batchnorm_pickled_by_an_earlier_version_loads_and_grows():
     old.ensure_tasks_([1])
     assert sorted(old.norms) == ["0", "1"] and old.norms["1"] is not old.norms["0"]
     assert torch.equal(old.norms["1"].weight, torch.ones(4)) and torch.equal(old.norms["0"].weight, torch.full((4,), 3.0))
+
+
+def test_a_plain_network_with_a_hat_plugin_resumes_from_its_checkpoint(digits5, tmp_path):
+    """``Naive(plain network, plugins=[HATPlugin()])``: the fresh strategy's network is converted
+    only at its first ``train()``; the checkpoint check compares its conversion."""
+    from avalanche.models import SimpleMLP
+    from avalanche.training import Naive
+
+    from avalanche_fgadahat import HATPlugin
+
+    def build():
+        set_seed(0)
+        network = SimpleMLP(num_classes=2, input_size=64, hidden_size=16)
+        return Naive(model=network, optimizer=torch.optim.Adam(network.parameters(), lr=1e-2), train_mb_size=32,
+                     evaluator=quiet(), device="cpu", plugins=[HATPlugin()])
+
+    strategy = build()
+    strategy.train(digits5.train_stream[0])
+    save_checkpoint(strategy, tmp_path / "run.ckpt")
+    resumed, start = maybe_load_checkpoint(build(), tmp_path / "run.ckpt")
+    assert start == 1 and resumed.model.trained_tasks() == [0]
+    resumed.train(digits5.train_stream[1])
+    assert resumed.model.trained_tasks() == [0, 1]

@@ -16,6 +16,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 from avalanche.evaluation.metrics import accuracy_metrics
+from avalanche.models import SimpleMLP
 from avalanche.training import Naive
 from hat_test_support import commit_signs, quiet, stream_inputs
 
@@ -236,12 +237,43 @@ def test_a_task_labelled_stream_is_refused_before_its_second_experience_changes_
     assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())
 
 
-def test_a_shared_head_model_is_refused_before_training(class_incremental):
+def test_a_shared_head_model_is_refused_at_construction_or_before_training(class_incremental):
     model = HATMLP(64, (16,), multihead=False)
-    strategy = _strategy(HAT, model)
+    with pytest.raises(ValueError, match="task_inference needs one head per task"):
+        _strategy(HAT, model)
+    strategy = Naive(model=model, optimizer=torch.optim.Adam(model.parameters(), lr=1e-3), evaluator=quiet(),
+                     device="cpu", plugins=[HATPlugin(task_inference="entropy")])
     with pytest.raises(ValueError, match="task_inference needs one head per task"):
         strategy.train(class_incremental.train_stream[0])
     assert model.trained_tasks() == []
+
+
+def test_strategies_give_a_plain_single_head_network_one_head_per_task(class_incremental):
+    set_seed(9)
+    network = SimpleMLP(num_classes=10, input_size=64, hidden_size=32)
+    strategy = _strategy(FGAdaHAT, network)
+    for experience in class_incremental.train_stream[:2]:
+        strategy.train(experience)
+    assert sorted(strategy.model.classifier.classifiers) == ["0", "1"]
+
+
+def test_periodic_evaluation_counts_the_experience_being_trained(class_incremental):
+    set_seed(10)
+    model = HATMLP(64, (32,))
+    strategy = _strategy(HAT, model, eval_every=1)
+    strategy.train(class_incremental.train_stream[0], eval_streams=[class_incremental.test_stream[:1]])
+    values = strategy.evaluator.get_all_metrics()["TaskId_Acc_Exp/eval_phase/test_stream/Exp000"][1]
+    assert len(values) == 2  # after each of the two epochs, while task 0 trains (before: none)
+    assert values == [1.0, 1.0]  # one candidate task: always right
+
+
+def test_an_evaluation_stream_with_task_labels_is_answered_with_a_warning(class_incremental):
+    set_seed(11)
+    model = HATMLP(64, (16,))
+    strategy = _strategy(HAT, model)
+    strategy.train(class_incremental.train_stream[0])
+    with pytest.warns(UserWarning, match=r"this evaluation experience has task label\(s\) \[1\].*ignored"):
+        strategy.eval(split_digits(5).test_stream[1:2])
 
 
 def test_task_identification_metric_needs_task_inference(class_incremental):

@@ -60,7 +60,7 @@ TRANSPARENT_MODULES: tuple[type[nn.Module], ...] = (
     nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU, nn.Sigmoid, nn.Tanh, nn.Softplus,
     nn.Hardtanh, nn.Mish, nn.Identity, nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.AlphaDropout,
     nn.MaxPool1d, nn.MaxPool2d, nn.AvgPool1d, nn.AvgPool2d, nn.AdaptiveAvgPool1d,
-    nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d, nn.Flatten,
+    nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d, nn.Flatten, nn.Hardswish,
 )
 
 #: functions that keep the units of their first argument
@@ -76,6 +76,20 @@ TRANSPARENT_METHODS: set[str] = {
     "relu", "relu_", "sigmoid", "tanh", "view", "reshape", "flatten", "contiguous", "clone",
     "squeeze", "float", "to",
 }
+
+#: element-wise operations with a constant that keep a unit's 0 at 0 (``2 * h``, ``h / 2``, ``-h``,
+#: ``abs(h)``): passed through like the transparent operations
+SCALAR_FUNCTIONS: set = {operator.mul, operator.truediv, operator.neg, torch.mul, torch.div, torch.neg, torch.abs,
+                         operator.abs}
+SCALAR_METHODS: set[str] = {"mul", "div", "neg", "abs"}
+
+#: transparent operations that turn a unit switched off (0) into a non-zero value (``σ(0) = 0.5``,
+#: ``softplus(0) = log 2``); a HAT gate must come after them, or the next layer's weights on an
+#: off unit would be unprotected and still read by the old tasks. BatchNorm after the gate, and a
+#: constant added (``h + 1``), do the same.
+ZERO_BREAKING_MODULES: tuple[type[nn.Module], ...] = (nn.Sigmoid, nn.Softplus, nn.AlphaDropout)
+ZERO_BREAKING_FUNCTIONS: set = {torch.sigmoid, F.softplus, F.alpha_dropout}
+ZERO_BREAKING_METHODS: set[str] = {"sigmoid"}
 
 #: the sums of a residual connection (``a + b``, ``a += b``, ``torch.add``, ``a.add(b)``)
 ADDITIONS: set = {operator.add, operator.iadd, torch.add}

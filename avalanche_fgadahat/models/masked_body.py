@@ -23,7 +23,7 @@ from .conversion_rules import MASKABLE_LAYERS, PER_TASK_LAYERS, ConversionError,
 from .converted import BodyTracer
 from .gates import apply_gate, masked_conv, record_activation
 from .per_task_norm import PerTaskNorm
-from .unit_graph import is_addition, is_transparent, layout_inputs, only_user
+from .unit_graph import gate_point, is_addition, is_transparent, layout_inputs, only_user
 
 #: layers with per-task state: replaced by a :class:`PerTaskNorm` (a ``PerTaskNorm`` is kept)
 _PER_TASK = PER_TASK_LAYERS + (PerTaskNorm,)
@@ -129,13 +129,16 @@ def _add_placeholders(graph: fx.Graph) -> tuple[fx.Node, fx.Node, fx.Node, fx.No
 
 
 def _insert_gates(graph, anchors, keys, modules, masks_in, record_in) -> dict[fx.Node, str]:
-    """A gate after each anchor and a recording after the gate (or the activation right after it)."""
+    """A gate after each anchor (or after the operations that follow it and turn 0 into another
+    value: :func:`~.unit_graph.gate_point`) and a recording after the gate (or the activation
+    right after it)."""
     gates = {}
     for anchor, key in keys.items():
-        with graph.inserting_after(anchor):
+        point = gate_point(anchor, modules)
+        with graph.inserting_after(point):
             extra = modules[anchors[anchor][0].target].weight.dim() - 2
-            gate = graph.call_function(apply_gate, (anchor, masks_in, key, extra))
-        anchor.replace_all_uses_with(gate, delete_user_cb=lambda user, gate=gate: user is not gate)
+            gate = graph.call_function(apply_gate, (point, masks_in, key, extra))
+        point.replace_all_uses_with(gate, delete_user_cb=lambda user, gate=gate: user is not gate)
         gates[gate] = key
         after = only_user(gate)
         point = after if after is not None and is_transparent(after, modules) and after.op != "call_method" else gate
@@ -149,7 +152,7 @@ def _fold_conv_gates(graph, anchors, gates, modules, masks_in) -> None:
     """Replace ``apply_gate(conv(x))`` by ``masked_conv(conv, x)`` for a conv gated directly."""
     for gate, key in gates.items():
         anchor = gate.args[0]
-        if anchors[anchor] != [anchor] or not isinstance(modules[anchor.target], _FOLDABLE_CONVS):
+        if anchors.get(anchor) != [anchor] or not isinstance(modules[anchor.target], _FOLDABLE_CONVS):
             continue
         with graph.inserting_before(gate):
             conv = graph.get_attr(anchor.target)

@@ -18,21 +18,85 @@ from .conversion_rules import (
     ADDITION_METHODS,
     ADDITIONS,
     PER_TASK_LAYERS,
+    SCALAR_FUNCTIONS,
+    SCALAR_METHODS,
     TRANSPARENT_FUNCTIONS,
     TRANSPARENT_METHODS,
     TRANSPARENT_MODULES,
+    ZERO_BREAKING_FUNCTIONS,
+    ZERO_BREAKING_METHODS,
+    ZERO_BREAKING_MODULES,
     ConversionError,
 )
-from .converted import record_activation
+from .gates import record_activation
+from .per_task_norm import PerTaskNorm
+
+#: operations that change a tensor's layout (a gate cannot be moved across them)
+_RESHAPES = ({"flatten", "view", "reshape"}, {torch.flatten, torch.reshape}, (nn.Flatten,))
+
+
+def _node_args(node: fx.Node) -> list[fx.Node]:
+    return [a for a in node.args if isinstance(a, fx.Node)]
+
+
+def is_scalar_op(node: fx.Node) -> bool:
+    """``node`` is an element-wise operation of one tensor with constants that keeps 0 at 0."""
+    scalar = (node.op == "call_function" and node.target in SCALAR_FUNCTIONS) or (
+        node.op == "call_method" and node.target in SCALAR_METHODS)
+    return scalar and len(_node_args(node)) == 1 and not any(isinstance(v, fx.Node) for v in node.kwargs.values())
 
 
 def is_transparent(node: fx.Node, modules: dict[str, nn.Module]) -> bool:
-    """Whether ``node`` keeps the units (number and order) of its first input."""
+    """Whether ``node`` keeps the units (number and order) of its (one tensor) input."""
     if node.op == "call_module":
         return isinstance(modules[node.target], TRANSPARENT_MODULES)
     if node.op == "call_function":
-        return node.target in TRANSPARENT_FUNCTIONS
-    return node.op == "call_method" and node.target in TRANSPARENT_METHODS
+        return node.target in TRANSPARENT_FUNCTIONS or is_scalar_op(node)
+    return node.op == "call_method" and (node.target in TRANSPARENT_METHODS or is_scalar_op(node))
+
+
+def unit_input(node: fx.Node) -> Any:
+    """The input whose units a transparent ``node`` passes on (the tensor of a scalar operation)."""
+    return _node_args(node)[0] if is_scalar_op(node) else node.args[0]
+
+
+def is_per_task(node: fx.Node, modules: dict[str, nn.Module]) -> bool:
+    """``node`` calls a per-task layer (BatchNorm, or one made per task already)."""
+    return node.op == "call_module" and isinstance(modules.get(node.target), PER_TASK_LAYERS + (PerTaskNorm,))
+
+
+def breaks_zero(node: fx.Node, modules: dict[str, nn.Module]) -> bool:
+    """``node`` turns a unit's 0 into a non-zero value (:data:`~.conversion_rules.ZERO_BREAKING_MODULES`,
+    a BatchNorm, a constant added)."""
+    if node.op == "call_module":
+        return isinstance(modules[node.target], ZERO_BREAKING_MODULES) or is_per_task(node, modules)
+    if node.op == "call_function" and node.target in ZERO_BREAKING_FUNCTIONS:
+        return True
+    if node.op == "call_method" and node.target in ZERO_BREAKING_METHODS:
+        return True
+    return is_addition(node) and len(_node_args(node)) == 1
+
+
+def is_reshape(node: fx.Node, modules: dict[str, nn.Module]) -> bool:
+    """``node`` changes the layout (flatten, view, reshape)."""
+    methods, functions, module_types = _RESHAPES
+    return (node.op == "call_method" and node.target in methods) or (
+        node.op == "call_function" and node.target in functions) or (
+        node.op == "call_module" and isinstance(modules[node.target], module_types))
+
+
+def gate_point(anchor: fx.Node, modules: dict[str, nn.Module]) -> fx.Node:
+    """Where a unit group's gate goes: after ``anchor``, or after the last operation that breaks
+    zero (:func:`breaks_zero`) in the element-wise chain that follows it, so a unit switched off
+    reaches the next layer as exactly 0 (HAT's protection of the old tasks relies on it)."""
+    node, point = anchor, anchor
+    while (user := only_user(node)) is not None and not is_reshape(user, modules) and (
+            is_transparent(user, modules) or is_per_task(user, modules)
+            or (is_addition(user) and len(_node_args(user)) == 1)):
+        node = user
+        if breaks_zero(user, modules):
+            point = user
+    return point
 
 
 def is_addition(node: fx.Node) -> bool:
@@ -56,14 +120,14 @@ def sources(node: Any, gates: dict[fx.Node, str], modules: dict[str, nn.Module],
     if node in gates:
         return (gates[node],)
     if is_transparent(node, modules):
-        return sources(node.args[0], gates, modules, layer)
+        return _unbroken(node, sources(unit_input(node), gates, modules, layer), modules, layer)
     if is_addition(node):
         found = {sources(a, gates, modules, layer) for a in node.args if isinstance(a, fx.Node)} - {()}
         if len(found) > 1:
             raise ConversionError(
                 f"layer {layer!r} is fed by a sum of unit groups {sorted(', '.join(k) for k in found)} that no masked layer feeds "
                 "directly; HAT cannot tell which group a unit belongs to: sum right after a layer's output")
-        return found.pop() if found else ()
+        return _unbroken(node, found.pop() if found else (), modules, layer)
     if node.op == "call_function" and node.target in (torch.cat, torch.concat):
         tensors = node.args[0]
         dim = node.kwargs.get("dim", node.args[1] if len(node.args) > 1 else 0)
@@ -74,12 +138,26 @@ def sources(node: Any, gates: dict[fx.Node, str], modules: dict[str, nn.Module],
                 + (" of the raw input" if any(not p for p in parts) else "")
                 + "; to_hat supports concatenations of unit groups along the unit dimension (dim=1)")
         return tuple(key for part in parts for key in part)
-    if node.op == "call_module" and isinstance(modules.get(node.target), PER_TASK_LAYERS):
-        return sources(node.args[0], gates, modules, layer)
+    if is_per_task(node, modules):
+        return _unbroken(node, sources(node.args[0], gates, modules, layer), modules, layer)
     what = node.target if node.op != "call_function" else getattr(node.target, "__name__", node.target)
+    if node.op == "call_module":
+        what = f"{what} ({type(modules[node.target]).__name__})"
     raise ConversionError(f"layer {layer!r} is fed through {node.op} {what!r}, which to_hat does not know "
                           "how units pass; use standard modules (activations, pooling, flatten), or "
                           "subclass HATBackbone and declare the layout (ParamLayout)")
+
+
+def _unbroken(node: fx.Node, found: tuple[str, ...], modules: dict[str, nn.Module], layer: str) -> tuple[str, ...]:
+    """``found``, unless ``node`` turns the gated units' 0 into another value on the way to ``layer``
+    (where the gate could not be moved after it: behind a flatten or reshape)."""
+    if found and breaks_zero(node, modules):
+        what = node.target if node.op != "call_function" else getattr(node.target, "__name__", node.target)
+        raise ConversionError(
+            f"layer {layer!r} reads unit group(s) {', '.join(found)} through {what!r}, which turns a unit switched "
+            "off (0) into a non-zero value after a flatten or reshape; the old tasks would read weights HAT no "
+            "longer protects: apply it before the flatten")
+    return found
 
 
 def layout_inputs(node: fx.Node, gates, modules, sizes) -> tuple[str | None, int, tuple[tuple[str, int], ...]]:

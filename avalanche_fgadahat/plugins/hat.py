@@ -165,6 +165,10 @@ class HATPlugin(HATFamilyPlugin, ConfiguredSettings, SupervisedPlugin):
         ``torch.compile``) before it is called without task labels."""
         self._convert_model(strategy)
 
+    def before_eval_exp(self, strategy, **kwargs) -> None:
+        """With task inference, warn once per stream label that the evaluation's labels are ignored."""
+        self.assignment.check_evaluation(strategy.experience)
+
     def _convert_model(self, strategy) -> None:
         """A plain ``strategy.model`` becomes its HAT network (``to_hat``: same parameter objects;
         the task embeddings reach the optimizer at Avalanche's optimizer update, as new heads do;
@@ -201,6 +205,7 @@ class HATPlugin(HATFamilyPlugin, ConfiguredSettings, SupervisedPlugin):
         self._previous_cumulative = snapshot_cumulative(model)
         model.begin_training(task, record_activations=self._records_activations())
         self.task = task
+        self.assignment.record(strategy.experience, task)  # known from now on (periodic evaluations)
         self._regularizer = MaskSparsityRegularizer(
             model.cumulative_masks(), self.config.mask_sparsity_reg_factor, self.config.mask_sparsity_reg_mode
         )
@@ -220,7 +225,6 @@ class HATPlugin(HATFamilyPlugin, ConfiguredSettings, SupervisedPlugin):
         (``last_report``; its warnings are issued at the end of ``train()``)."""
         model = unwrap_hat_model(strategy.model)
         model.commit_task(self.task)
-        self.assignment.record(strategy.experience, self.task)
         self._finish_experience(strategy, model)
         model.end_training()
         self._experience_start = None
@@ -252,6 +256,7 @@ class HATPlugin(HATFamilyPlugin, ConfiguredSettings, SupervisedPlugin):
         snapshot.restore_(strategy.model)
         strategy.optimizer.state.clear()
         model.end_training()
+        self.assignment.forget(self.task)
         self.task = None
         return True
 
@@ -263,7 +268,7 @@ class HATPlugin(HATFamilyPlugin, ConfiguredSettings, SupervisedPlugin):
         return self.signals.layer_sparsity
 
     @layer_sparsity.setter
-    def layer_sparsity(self, value: dict[str, torch.Tensor]) -> None:
+    def layer_sparsity(self, value: dict[str, torch.Tensor]) -> None:  # noqa: D102
         self.signals = StepSignals(layer_sparsity=value)
 
     def before_training_epoch(self, strategy, **kwargs) -> None:
@@ -332,13 +337,9 @@ class HATPlugin(HATFamilyPlugin, ConfiguredSettings, SupervisedPlugin):
 
     # ------------------------------------------------------------------ metrics
     def network_capacity(self) -> float:
-        """Mean adjustment rate over every masked-layer parameter (existing biases only).
-
-        AdaHAT's network capacity (Wang et al. 2024, Sec. 4.3): under ``hat`` it is the
-        fraction of parameters still free. Per-step rules use the last step's batch state
-        (``R_l``), computed once per step (``hat_random``: one fresh draw of its noise).
-        1.0 before the first experience (every parameter free).
-        """
+        """Mean adjustment rate over every masked-layer parameter (existing biases only): AdaHAT's
+        network capacity (Wang et al. 2024, Sec. 4.3; under ``hat``, the share still free). Per-step rules
+        use the last step's ``R_l`` (``hat_random``: one draw); 1.0 before the first experience."""
         return self.engine.capacity(self.signals)
 
 

@@ -10,6 +10,7 @@ than ignore.
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 from .checks import experience_task
@@ -28,6 +29,7 @@ class TaskAssignment:
         self.task_inference = task_inference
         self.stream_label: int | None = None
         self.experience_tasks: dict[int, int] = {}
+        self._warned_labels: set[int] = set()
 
     def label_of(self, experience: Any) -> int:
         """The experience's one task label; with task inference, ``ValueError`` if it differs from
@@ -50,7 +52,26 @@ class TaskAssignment:
         return label if self.task_inference is None else model.next_inference_task()
 
     def record(self, experience: Any, task: int) -> None:
-        """Remember that ``experience`` was trained as ``task``."""
+        """Remember that ``experience`` trains as ``task`` (from the start of its training, so a
+        periodic evaluation counts it; a later experience of the same index replaces it)."""
         index = getattr(experience, "current_experience", None)
         if index is not None:
             self.experience_tasks[int(index)] = int(task)
+
+    def forget(self, task: int | None) -> None:
+        """Drop the experiences recorded as ``task`` (its training was rolled back)."""
+        self.experience_tasks = {k: t for k, t in self.experience_tasks.items() if t != task}
+
+    def check_evaluation(self, experience: Any) -> None:
+        """With task inference, a ``UserWarning`` (once per label) when an evaluation experience
+        carries a task label other than the training stream's: task inference ignores it."""
+        labels = getattr(experience, "task_labels", None)
+        if self.task_inference is None or self.stream_label is None or not labels:
+            return
+        other = sorted({int(t) for t in labels} - {self.stream_label} - self._warned_labels)
+        if other:
+            self._warned_labels.update(other)
+            warnings.warn(
+                f"task_inference={self.task_inference!r}: this evaluation experience has task label(s) {other}, "
+                f"the training stream had {self.stream_label}; the labels are ignored and each sample's task is "
+                "inferred (Avalanche's per-task metric names still show the labels)", UserWarning, stacklevel=2)
