@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from .presets import BACKBONES, PRESETS
+from .presets import BACKBONES, BENCHMARKS, PRESETS
 from .report import TABLE_LEGEND, matrices_text, write_plots, write_tables
 from .cli_scale import add_scale_arguments, check_scale_arguments, executor_for, tune_options
 from .settings import SETTINGS_SOURCES, STRATEGY_SETTINGS
@@ -123,7 +123,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if len(set(args.strategies)) != len(args.strategies) or len(set(args.seeds)) != len(args.seeds):
             raise ValueError(f"--strategies {args.strategies} and --seeds {args.seeds} must not repeat a value")
         parsed = parse_overrides(args.overrides, args.strategies)
-        strategies = [resolve_strategy(name, overrides_for(name, parsed)) for name in args.strategies]
+        task_labels = BENCHMARKS[settings.benchmark].task_labels
+        strategies = [resolve_strategy(name, overrides_for(name, parsed), task_labels) for name in args.strategies]
         labels = [s.label for s in strategies]
         if len(set(labels)) != len(labels):
             raise ValueError(f"--strategies name the same strategy twice: {labels}")

@@ -8,6 +8,7 @@ forward code are shared by construction.
 
 * :class:`PlainMultiHead`: body + Avalanche ``MultiHeadClassifier`` (a ``MultiTaskModule``,
   the multi-head model of Naive, EWC, SI, LwF, MAS and joint training).
+* :class:`PlainSingleHead`: body + one ``nn.Linear`` over all classes (streams without task labels).
 * :class:`PackNetMultiHead`: Avalanche's ``PackNetModel`` wrapping **only the body**, with an
   unwrapped ``MultiHeadClassifier`` on top. ``PackNetModel(whole_model)`` would also wrap
   the head's ``nn.Linear`` layers into ``_PnLinear``, which has no ``in_features``, and the
@@ -61,6 +62,21 @@ class PlainMultiHead(MultiTaskModule):
 
     def forward_single_task(self, x: torch.Tensor, task_label: int) -> torch.Tensor:
         return self.classifier(self.body(x), task_label)
+
+
+class PlainSingleHead(nn.Module):
+    """``UnmaskedBody`` + one ``nn.Linear`` head over all ``classes`` of the stream: the baselines'
+    model on a stream without task labels (class-/domain-incremental; as Avalanche's ``SimpleMLP``),
+    called without task labels, its width fixed (DER compares stored logits with new ones)."""
+
+    def __init__(self, backbone: HATBackbone, classes: int) -> None:
+        super().__init__()
+        self.body = UnmaskedBody(backbone)
+        self.classifier = nn.Linear(self.body.feature_size, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits ``(B, classes seen)``."""
+        return self.classifier(self.body(x))
 
 
 class PackNetMultiHead(PackNetModel):

@@ -43,6 +43,7 @@ NETWORK_CAPACITY = "NetworkCapacity_Exp"
 ACCURACY_MATRIX = "EvalStream/Acc_Matrix"
 STREAM_FORGETTING = "StreamForgetting/eval_phase/test_stream"
 STREAM_BWT = "StreamBWT/eval_phase/test_stream"
+TASK_ID_ACCURACY = "TaskId_Acc_Stream/eval_phase/test_stream"
 
 
 class _PerTrainingExperience(PluginMetric[float]):
@@ -119,8 +120,10 @@ class PeakCUDAMemory(_PerTrainingExperience):
         return self._emit(strategy, peak / 2**20)
 
 
-def make_evaluator(*, device: str, hat_family: bool, loggers: list[Any]) -> EvaluationPlugin:
-    """The evaluation plugin of a run (see module doc)."""
+def make_evaluator(*, device: str, hat_family: bool, loggers: list[Any],
+                   task_inference: bool = False) -> EvaluationPlugin:
+    """The evaluation plugin of a run (see module doc); with ``task_inference``, the
+    task-identification accuracy too."""
     metrics: list[Any] = [
         accuracy_metrics(experience=True, stream=True),
         accuracy_matrix_metrics(),
@@ -133,6 +136,10 @@ def make_evaluator(*, device: str, hat_family: bool, loggers: list[Any]) -> Eval
         metrics.append(PeakCUDAMemory())
     if hat_family:
         metrics.extend(hat_capacity_metrics(experience=True))
+    if task_inference:
+        from ..metrics import task_identification_accuracy
+
+        metrics.extend(task_identification_accuracy())
     return EvaluationPlugin(*metrics, loggers=loggers)
 
 

@@ -20,6 +20,8 @@ import torch
 
 from .._validation import check_choice, check_number
 from ..models.base import HATBackbone
+from .benchmark_data import (digits, digits_ci, pdigits, pdigits_di, pmnist, pmnist_di, smnist, smnist_ci,
+                             split_cifar100)
 
 
 @dataclass(frozen=True)
@@ -137,6 +139,10 @@ class BenchmarkBuilder:
 
     build: Callable[[ExperimentSettings, int], Any]
     check: Callable[[ExperimentSettings], None] = lambda s: None
+    #: whether the experiences carry task labels (``False``: class-/domain-incremental, ``scenarios.py``)
+    task_labels: bool = True
+    #: the stream's classes (the baselines' single head on a stream without task labels)
+    classes: int = 10
     build_on_workers: bool = False
 
 
@@ -152,61 +158,17 @@ def _divides(total: int, what: str) -> Callable[[ExperimentSettings], None]:
     return check
 
 
-def _digits(s: ExperimentSettings, seed: int):
-    from ..data import split_digits
-
-    return split_digits(s.n_experiences, seed=seed)
-
-
-def _pdigits(s: ExperimentSettings, seed: int):
-    from ..data import permuted_digits
-
-    return permuted_digits(s.n_experiences, seed=seed)
-
-
-def _pmnist(s: ExperimentSettings, seed: int):
-    from ..data import fast_permuted_mnist
-
-    return fast_permuted_mnist(s.n_experiences, seed=seed, dataset_root=s.data_root)
-
-
-def _smnist(s: ExperimentSettings, seed: int):
-    from avalanche.benchmarks.classic import SplitMNIST
-
-    return SplitMNIST(
-        s.n_experiences,
-        return_task_id=True,
-        seed=seed,
-        fixed_class_order=list(range(10)),
-        class_ids_from_zero_in_each_exp=True,
-        dataset_root=s.data_root,
-    )
-
-
-def _split_cifar100(s: ExperimentSettings, seed: int):
-    from avalanche.benchmarks.classic import SplitCIFAR100
-    from avalanche.benchmarks.classic.ccifar100 import _default_cifar100_eval_transform
-
-    # No augmentation: CLArena HEAD's split_cifar100.yaml has none.
-    return SplitCIFAR100(
-        s.n_experiences,
-        return_task_id=True,
-        seed=seed,
-        fixed_class_order=list(range(100)),
-        class_ids_from_zero_in_each_exp=True,
-        train_transform=_default_cifar100_eval_transform,
-        eval_transform=_default_cifar100_eval_transform,
-        dataset_root=s.data_root,
-    )
-
-
 BENCHMARKS: Mapping[str, BenchmarkBuilder] = MappingProxyType(
     {
-        "digits": BenchmarkBuilder(_digits, _divides(10, "classes")),
-        "pdigits": BenchmarkBuilder(_pdigits),
-        "pmnist": BenchmarkBuilder(_pmnist, build_on_workers=True),  # 220 MB of permuted images per task
-        "smnist": BenchmarkBuilder(_smnist, _divides(10, "classes")),
-        "split_cifar100": BenchmarkBuilder(_split_cifar100, _divides(100, "classes")),
+        "digits": BenchmarkBuilder(digits, _divides(10, "classes")),
+        "pdigits": BenchmarkBuilder(pdigits),
+        "pmnist": BenchmarkBuilder(pmnist, build_on_workers=True),  # 220 MB of permuted images per task
+        "smnist": BenchmarkBuilder(smnist, _divides(10, "classes")),
+        "split_cifar100": BenchmarkBuilder(split_cifar100, _divides(100, "classes")),
+        "digits_ci": BenchmarkBuilder(digits_ci, _divides(10, "classes"), task_labels=False),
+        "pdigits_di": BenchmarkBuilder(pdigits_di, task_labels=False),
+        "smnist_ci": BenchmarkBuilder(smnist_ci, _divides(10, "classes"), task_labels=False),
+        "pmnist_di": BenchmarkBuilder(pmnist_di, build_on_workers=True, task_labels=False),
     }
 )
 
@@ -331,3 +293,27 @@ PRESETS: Mapping[str, Preset] = MappingProxyType(
         ),
     }
 )
+
+
+def _without_task_labels(base: str, name: str, description: str, reference: str) -> Preset:
+    """``base``'s protocol on its stream without task labels (benchmark ``name``)."""
+    return replace(PRESETS[base], name=name, benchmark=name, description=description, reference=reference)
+
+
+PRESETS = MappingProxyType({
+    **PRESETS,
+    "digits_ci": _without_task_labels(
+        "digits", "digits_ci", "class-incremental Split digits: 5 experiences of 2 classes, no task labels, global "
+        "class ids (embedded, no download)", "the digits protocol; the HAT family infers the task (@score)"),
+    "pdigits_di": _without_task_labels(
+        "pdigits", "pdigits_di", "domain-incremental Permuted digits: no task labels at test time (embedded)",
+        "the pdigits protocol; the HAT family infers the task (@score)"),
+    "smnist_ci": _without_task_labels(
+        "smnist", "smnist_ci", "class-incremental Split MNIST: 5 experiences of 2 consecutive classes, no task "
+        "labels, global class ids (Avalanche's SplitMNIST(return_task_id=False))",
+        "the smnist protocol (the PMNIST backbone and training); the HAT family infers the task (@score)"),
+    "pmnist_di": _without_task_labels(
+        "pmnist", "pmnist_di", "domain-incremental Permuted MNIST: no task labels (fast in-memory copy of "
+        "Avalanche's PermutedMNIST(return_task_id=False))",
+        "the pmnist protocol; the HAT family infers the task (@score)"),
+})

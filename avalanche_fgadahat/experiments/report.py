@@ -17,6 +17,7 @@ from .metrics_math import mean_std
 #: column → (header, record → value, scale, decimals)
 COLUMNS: dict[str, tuple[str, Any, float, int]] = {
     "acc": ("ACC (%)", lambda m: m["acc"], 100.0, 2),
+    "task_id_acc": ("Task-ID acc (%)", lambda m: m.get("task_id_acc"), 100.0, 2),
     "bwt": ("BWT (%)", lambda m: m["bwt"], 100.0, 2),
     "forgetting": ("Forgetting (%)", lambda m: m["forgetting"], 100.0, 2),
     "capacity": (
@@ -43,7 +44,9 @@ COLUMNS: dict[str, tuple[str, Any, float, int]] = {
 
 #: one line of definitions, printed under the terminal table and written under results.md
 TABLE_LEGEND = (
-    "ACC: mean accuracy over all tasks after the last one. BWT: mean change of each earlier task "
+    "ACC: mean accuracy over all tasks after the last one (without task labels: class- or "
+    "domain-incremental accuracy). Task-ID acc: HAT family with task inference only, share of the "
+    "test samples of all tasks whose task was inferred right, after the last one. BWT: mean change of each earlier task "
     "from just after learning it to the end (negative = forgotten). Forgetting: mean drop from "
     "each earlier task's best accuracy to its final one (negative = it improved later). Capacity: "
     "HAT family only, mean gradient-adjustment rate over the masked layers while training the "

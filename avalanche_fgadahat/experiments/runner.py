@@ -31,6 +31,7 @@ from ..models.base import UntrainedTaskWarning
 from ..diagnostics import HATDiagnosticWarning
 from . import metrics_math as mm
 from .measures import (
+    TASK_ID_ACCURACY,
     ACCURACY_MATRIX,
     NETWORK_CAPACITY,
     PEAK_CUDA,
@@ -181,7 +182,8 @@ def execute_run(
         # triangle and enter no summary measure.
         warnings.simplefilter("ignore", UntrainedTaskWarning)
         evaluator = make_evaluator(
-            device=settings.device, hat_family=strategy.spec.family == "hat", loggers=[TextLogger(log_file)]
+            device=settings.device, hat_family=strategy.spec.family == "hat", loggers=[TextLogger(log_file)],
+            task_inference=strategy.settings.get("task_inference") is not None,
         )
         _seed_everything(seed)
         cl_strategy = build_strategy(strategy, settings, evaluator)
@@ -300,6 +302,9 @@ def _collect(evaluator, strategy: ResolvedStrategy, n: int) -> dict[str, Any]:
         "capacity_per_task": per_experience(everything, NETWORK_CAPACITY) or None,
         "avalanche": {"stream_forgetting": last.get(STREAM_FORGETTING), "stream_bwt": last.get(STREAM_BWT)},
     }
+    task_id = everything.get(TASK_ID_ACCURACY)
+    if task_id is not None:  # task inference: after each task, over the tasks trained so far
+        metrics.update(task_id_acc_after_each_task=list(task_id[1]), task_id_acc=task_id[1][-1])
     if strategy.spec.joint:
         final = full[0]
         metrics.update(acc=sum(final) / n, acc_after_each_task=None, bwt=None, forgetting=None)

@@ -57,6 +57,9 @@ STRATEGY_SETTINGS: Mapping[str, Mapping[str, Any]] = MappingProxyType(
         "lwf": MappingProxyType({"alpha": 1.0, "temperature": 2.0}),
         "mas": MappingProxyType({"lambda_reg": 1.0, "alpha": 0.5}),
         "packnet": MappingProxyType({"post_prune_epochs": "half", "prune_proportion": "equal_share"}),
+        "replay": MappingProxyType({"mem_size": 200}),
+        "gdumb": MappingProxyType({"mem_size": 200}),
+        "der": MappingProxyType({"mem_size": 200, "alpha": 0.1, "beta": 0.5}),
         "joint": MappingProxyType({}),
     }
 )
@@ -81,6 +84,11 @@ SETTINGS_SOURCES: Mapping[str, str] = MappingProxyType(
         "packnet": "post_prune_epochs 'half' = max(1, epochs // 2) (the baselines repo: 15 of 30); "
         "prune_proportion 'equal_share' = 1 - 1/(T - t) for task t = 0..T-1, every task keeping "
         "1/T of the weights (for T = 10 exactly the baselines repo's list .90, .88, ..., .50, 0)",
+        "replay": "Avalanche Replay (class-balanced buffer); 200 and 500 samples are the issue's memories; "
+        "replay:<N> names another",
+        "gdumb": "Avalanche GDumb (Prabhu et al. 2020): the model retrained from its initial weights on the "
+        "memory after every experience",
+        "der": "Avalanche DER (Buzzega et al. 2020, DER++): alpha 0.1, beta 0.5 (Avalanche's defaults)",
         "joint": "Avalanche JointTraining on the concatenated stream: the upper bound, trained once",
     }
 )

@@ -23,10 +23,11 @@ import torch
 from avalanche.training.templates import SupervisedTemplate
 
 from ..models.base import HATBackbone
-from .baseline_models import PackNetMultiHead, PlainMultiHead
+from .baseline_models import PackNetMultiHead, PlainMultiHead, PlainSingleHead
 from ..models import ConvertedHATModel
 from ..models.builders import BuiltHATModel
-from .presets import BACKBONES, ExperimentSettings
+from .presets import BACKBONES, BENCHMARKS, ExperimentSettings
+from .scenarios import split_memory, split_score, with_memory, with_task_inference
 from .settings import FGADAHAT_TYPE_OVERRIDES, STRATEGY_SETTINGS
 from .strategy_registry import (
     FGADAHAT_PREFIX,
@@ -77,10 +78,13 @@ def _resolve_importance(query: str):
     raise ValueError(f"fgadahat importance {query!r} is not registered; accepted: {', '.join(accepted)}")
 
 
-def resolve_strategy(name: str, overrides: Mapping[str, Any] | None = None) -> ResolvedStrategy:
-    """Resolve a strategy name (see module doc); ``overrides`` replace settings by key."""
+def resolve_strategy(name: str, overrides: Mapping[str, Any] | None = None, task_labels: bool = True) -> ResolvedStrategy:
+    """Resolve a strategy name (see module doc); ``overrides`` replace settings by key;
+    ``task_labels``: whether the preset gives them (``scenarios.py``: ``hat@entropy``, ``replay:500``)."""
     if not isinstance(name, str):
         raise ValueError(f"strategy name must be a string, got {name!r}")
+    name, score = split_score(name)
+    name, memory = split_memory(name)
     if name.lower().startswith(FGADAHAT_PREFIX + ":"):
         itype = _resolve_importance(name.split(":", 1)[1])
         from ..importance.registry import short_name_of
@@ -98,18 +102,19 @@ def resolve_strategy(name: str, overrides: Mapping[str, Any] | None = None) -> R
         label, base, spec = name, name, STRATEGIES[name]
         settings = dict(STRATEGY_SETTINGS[name])
     for key, value in (overrides or {}).items():
-        if key not in settings:
-            raise ValueError(
-                f"setting {key!r} does not exist for strategy {label!r}; accepted: {sorted(settings)}"
-            )
         if key in IDENTITY_SETTINGS:
             raise ValueError(
                 f"--set {base}.{key} would change which algorithm {label!r} runs while its name (in "
                 f"files and tables) stays; {IDENTITY_SETTINGS[key]}"
             )
+        if key not in settings:
+            raise ValueError(
+                f"setting {key!r} does not exist for strategy {label!r}; accepted: {sorted(settings)}"
+            )
         _check_baseline_setting(base, key, value)
         settings[key] = value
-    return ResolvedStrategy(label, base, spec, MappingProxyType(settings))
+    resolved = with_memory(ResolvedStrategy(label, base, spec, MappingProxyType(settings)), memory)
+    return with_task_inference(resolved, score, task_labels)
 
 
 #: settings that define a strategy's identity: choose them through the strategy name instead
@@ -117,6 +122,8 @@ IDENTITY_SETTINGS: Mapping[str, str] = MappingProxyType({
     "importance_type": "name the importance in the strategy instead, e.g. --strategies fgadahat:ig",
     "adjustment_mode": "choose the strategy with that rule instead, e.g. --strategies hat_const_1 "
     "(--list shows them)",
+    "task_inference": "name the score after '@' instead, e.g. --strategies hat@energy",
+    "mem_size": "name the memory in the strategy instead, e.g. --strategies replay:500",
 })
 
 
@@ -130,6 +137,8 @@ BASELINE_RANGES: Mapping[tuple[str, str], tuple[float, bool, float | None]] = Ma
     ("lwf", "temperature"): (0.0, True, None),
     ("mas", "lambda_reg"): (0.0, False, None),
     ("mas", "alpha"): (0.0, False, 1.0),
+    ("der", "alpha"): (0.0, False, None),
+    ("der", "beta"): (0.0, False, None),
 })
 BASELINE_CHOICES: Mapping[tuple[str, str], tuple[str, ...]] = MappingProxyType({
     # 'online' needs a decay_factor, which the CLI's EWC settings do not hold
@@ -156,7 +165,7 @@ def parse_overrides(items: Iterable[str], strategies: Iterable[str]) -> dict[str
     (``fgadahat`` applies to every ``fgadahat:*``). Values are Python literals, else strings.
     """
     strategies = list(strategies)
-    bases = {s.split(":", 1)[0] for s in strategies}
+    bases = {s.split("@", 1)[0].split(":", 1)[0] for s in strategies}
     out: dict[str, dict[str, Any]] = {}
     for item in items:
         target, sep, rest = item.partition(".")
@@ -175,15 +184,16 @@ def parse_overrides(items: Iterable[str], strategies: Iterable[str]) -> dict[str
 
 def overrides_for(name: str, parsed: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
     """The overrides of ``name``: its base name's first, then its own."""
-    base = name.split(":", 1)[0]
+    base = name.split("@", 1)[0].split(":", 1)[0]
     merged = dict(parsed.get(base, {})) if base != name else {}
     merged.update(parsed.get(name, {}))
     return merged
 
 
-def model_for(spec: StrategySpec, backbone: HATBackbone) -> torch.nn.Module:
+def model_for(spec: StrategySpec, backbone: HATBackbone, classes: int | None = None) -> torch.nn.Module:
     """The model ``spec`` trains on a freshly built HAT ``backbone``: the backbone itself
-    (HAT family), or its layers unmasked with per-task heads (``baseline_models.py``)."""
+    (HAT family), or its layers unmasked with per-task heads (one head over all ``classes`` on a
+    stream without task labels, ``classes`` given; ``baseline_models.py``)."""
     if spec.model == "hat":
         return backbone
     if isinstance(backbone, ConvertedHATModel) and not isinstance(backbone, BuiltHATModel):
@@ -193,12 +203,13 @@ def model_for(spec: StrategySpec, backbone: HATBackbone) -> torch.nn.Module:
         )
     if spec.model == "packnet":
         return PackNetMultiHead(backbone)
-    return PlainMultiHead(backbone)
+    return PlainMultiHead(backbone) if classes is None else PlainSingleHead(backbone, classes)
 
 
 def build_model(strategy: ResolvedStrategy, settings: ExperimentSettings) -> torch.nn.Module:
     """The strategy's model on the preset's backbone (see module doc)."""
-    return model_for(strategy.spec, BACKBONES[settings.backbone](settings))
+    builder = BENCHMARKS[settings.benchmark]
+    return model_for(strategy.spec, BACKBONES[settings.backbone](settings), None if builder.task_labels else builder.classes)
 
 
 #: ``parameters → optimiser``; :func:`build_strategy`'s default is ``Adam(lr=settings.lr)``
