@@ -2,7 +2,7 @@
 the layers below it, and no library module is over the size a maintainer can hold in mind.
 
 Layers, lowest first: ``_validation``/``determinism``/``rollback``/``data`` → ``masking`` →
-``models`` → ``diagnostics`` → ``adjustment`` → ``importance`` → ``config`` → ``plugins`` →
+``models``/``task_inference`` → ``diagnostics`` → ``adjustment`` → ``importance`` → ``config`` → ``plugins`` →
 ``strategies`` → ``metrics``/``figures``/``checkpoint``; the package ``__init__`` and the research
 harness ``experiments`` sit on top. Imports under ``if TYPE_CHECKING:`` are ignored.
 """
