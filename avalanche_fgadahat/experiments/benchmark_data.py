@@ -31,18 +31,17 @@ def pmnist(s: Any, seed: int) -> Any:
     return fast_permuted_mnist(s.n_experiences, seed=seed, dataset_root=s.data_root)
 
 
-def smnist(s: Any, seed: int) -> Any:
-    """Avalanche's ``SplitMNIST`` with task labels, classes renumbered per task, fixed class order."""
+def _split_mnist(s: Any, seed: int, task_labels: bool) -> Any:
+    """Avalanche's ``SplitMNIST``, fixed class order; with task labels, classes renumbered per task."""
     from avalanche.benchmarks.classic import SplitMNIST
 
-    return SplitMNIST(
-        s.n_experiences,
-        return_task_id=True,
-        seed=seed,
-        fixed_class_order=list(range(10)),
-        class_ids_from_zero_in_each_exp=True,
-        dataset_root=s.data_root,
-    )
+    return SplitMNIST(s.n_experiences, return_task_id=task_labels, seed=seed, fixed_class_order=list(range(10)),
+                      class_ids_from_zero_in_each_exp=task_labels, dataset_root=s.data_root)
+
+
+def smnist(s: Any, seed: int) -> Any:
+    """Avalanche's ``SplitMNIST`` with task labels, classes renumbered per task, fixed class order."""
+    return _split_mnist(s, seed, task_labels=True)
 
 
 def digits_ci(s: Any, seed: int) -> Any:
@@ -68,10 +67,7 @@ def pmnist_di(s: Any, seed: int) -> Any:
 
 def smnist_ci(s: Any, seed: int) -> Any:
     """Avalanche's ``SplitMNIST(return_task_id=False)``: class-incremental, global class ids, fixed class order."""
-    from avalanche.benchmarks.classic import SplitMNIST
-
-    return SplitMNIST(s.n_experiences, return_task_id=False, seed=seed, fixed_class_order=list(range(10)),
-                      dataset_root=s.data_root)
+    return _split_mnist(s, seed, task_labels=False)
 
 
 def split_cifar100(s: Any, seed: int) -> Any:
