@@ -27,7 +27,7 @@ from avalanche_fgadahat.importance import ATTRIBUTION_TYPES, IMPORTANCE_TYPES, S
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the reference lives with the tests
 from captum_reference import reference_importance  # noqa: E402
-from _common import CLOCKS, apply_threads, base_parser, default_clock, emit, header, synchronize
+from _common import CLOCKS, apply_threads, base_parser, check_clock, clock_words, emit, header, synchronize
 from step_time import SETTINGS
 
 warnings.filterwarnings("ignore")
@@ -53,8 +53,8 @@ def _fresh(ctx: StepContext) -> StepContext:
                        activations={}, gate_scale=ctx.gate_scale)
 
 
-def _time(call, device: torch.device, repeats: int) -> tuple[float, dict]:
-    clock = CLOCKS[default_clock(device)]
+def _time(call, device: torch.device, repeats: int, clock_name: str = "wall") -> tuple[float, dict]:
+    clock = CLOCKS[clock_name]
     times, result = [], None
     for _ in range(repeats + 1):  # first call is warm-up
         synchronize(device)
@@ -73,7 +73,7 @@ def _max_relative_difference(fast: dict, reference: dict) -> float:
     return worst
 
 
-def run(setting: str, device: torch.device, names: list[str], repeats: int) -> list[dict]:
+def run(setting: str, device: torch.device, names: list[str], repeats: int, clock: str = "wall") -> list[dict]:
     ctx = _context(setting, device)
     rows = []
     for name in names:
@@ -86,8 +86,8 @@ def run(setting: str, device: torch.device, names: list[str], repeats: int) -> l
             torch.manual_seed(12)
             return reference_importance(name, _fresh(ctx), numpy_seed=11)
 
-        fast_s, fast = _time(fast_call, device, repeats)
-        reference_s, reference = _time(reference_call, device, repeats)
+        fast_s, fast = _time(fast_call, device, repeats, clock)
+        reference_s, reference = _time(reference_call, device, repeats, clock)
         rows.append({"setting": setting, "name": name, "short": IMPORTANCE_TYPES[name].short_name,
                      "fast_ms": 1e3 * fast_s, "reference_ms": 1e3 * reference_s,
                      "speedup": reference_s / fast_s, "max_rel_diff": _max_relative_difference(fast, reference)})
@@ -95,9 +95,8 @@ def run(setting: str, device: torch.device, names: list[str], repeats: int) -> l
     return rows
 
 
-def to_markdown(rows: list[dict], device: torch.device) -> str:
-    measured = "CPU time of the process" if default_clock(device) == "cpu" else "wall time"
-    lines = header(device, measured, "step") + [
+def to_markdown(rows: list[dict], device: torch.device, clock: str = "wall") -> str:
+    lines = header(device, clock_words(clock), "step") + [
         "| setting | importance | label | batched, all layers (ms / step) | reference: Captum per layer (ms / step) "
         "| speed-up | max relative difference (float32) |",
         "|---|---|---|---|---|---|---|",
@@ -119,9 +118,10 @@ def main() -> None:
     if unknown:
         parser.error(f"--importance: {unknown} are not attribution types; accepted: {', '.join(ATTRIBUTION_TYPES)}")
     device = torch.device(args.device)
+    check_clock(parser, args.clock, device)
     settings = list(SETTINGS) if args.setting == "all" else [args.setting]
-    rows = [row for setting in settings for row in run(setting, device, names, args.repeats)]
-    emit(to_markdown(rows, device), args.out)
+    rows = [row for setting in settings for row in run(setting, device, names, args.repeats, args.clock)]
+    emit(to_markdown(rows, device, args.clock), args.out)
 
 
 if __name__ == "__main__":

@@ -5,16 +5,20 @@ For `Naive`, HAT, AdaHAT and FG-AdaHAT (one importance type) on a ``step_time.py
 * **top-level ops**: the events without a parent in a ``torch.profiler`` trace of one
   iteration (forward ops, autograd nodes, the optimizer step): a proxy for the number of
   kernel launches, which bounds a launch-bound GPU step;
-* **CPU time per part**: the median CPU time of the strategy's forward, criterion, backward
-  and optimizer step and of every plugin callback, over the iterations of two experiences
-  (the second and third: earlier tasks are protected there).
+* **time per part**: the median time of the strategy's forward, criterion, backward and
+  optimizer step and of every plugin callback, over the iterations of two experiences (the
+  second and third: earlier tasks are protected there). Wall time with torch's default
+  threads by default (what a user gets); ``--clock cpu`` (process CPU time) and
+  ``--threads 1`` are the secondary view.
 
-    python benchmarks/step_profile.py --setting mlp --threads 1 --optimizer sgd
+    python benchmarks/step_profile.py --setting mlp --optimizer adam
+    python benchmarks/step_profile.py --setting mlp --threads 1 --clock cpu --optimizer sgd
 """
 
 from __future__ import annotations
 
 import statistics
+import sys
 import time
 from collections import defaultdict
 
@@ -24,7 +28,8 @@ from avalanche.core import SupervisedPlugin
 from torch.profiler import ProfilerActivity, profile
 
 from avalanche_fgadahat import HATPlugin
-from _common import OPTIMIZERS, SETTINGS, apply_threads, base_parser, build_method, method_names
+from _common import (CLOCKS, OPTIMIZERS, SETTINGS, apply_threads, base_parser, build_method, check_clock, clock_words,
+                     emit, header, method_names)
 from step_time import InMemoryData
 
 CALLBACKS = ("before_forward", "before_backward", "after_backward", "after_update")
@@ -54,17 +59,18 @@ class ProfileOneIteration(SupervisedPlugin):
             self._profiler, self.armed = None, False
 
 
-def _timed(call, times: list[float]):
+def _timed(call, times: list[float], clock=time.perf_counter):
     def wrapper(*args, **kwargs):
-        start = time.process_time()
+        start = clock()
         result = call(*args, **kwargs)
-        times.append(time.process_time() - start)
+        times.append(clock() - start)
         return result
 
     return wrapper
 
 
-def profile_method(setting: str, name: str, optimizer: str, iterations: int) -> tuple[int, dict[str, float]]:
+def profile_method(setting: str, name: str, optimizer: str, iterations: int,
+                   clock: str = "wall") -> tuple[int, dict[str, float]]:
     shape, batch_size, _, _ = SETTINGS[setting]
     torch.manual_seed(0)
     batches = {t: [(torch.randn(batch_size, *shape), torch.randint(0, 10, (batch_size,)),
@@ -75,11 +81,11 @@ def profile_method(setting: str, name: str, optimizer: str, iterations: int) -> 
     strategy = build_method(name, setting, torch.device("cpu"), optimizer, [InMemoryData(batches), counter])
     times: dict[str, list[float]] = defaultdict(list)
     for part in STRATEGY_PARTS:
-        setattr(strategy, part, _timed(getattr(strategy, part), times[part]))
+        setattr(strategy, part, _timed(getattr(strategy, part), times[part], CLOCKS[clock]))
     for plugin in (p for p in strategy.plugins if isinstance(p, HATPlugin)):  # the algorithm's own plugin
         for callback in CALLBACKS:
             label = f"{type(plugin).__name__}.{callback}"
-            setattr(plugin, callback, _timed(getattr(plugin, callback), times[label]))
+            setattr(plugin, callback, _timed(getattr(plugin, callback), times[label], CLOCKS[clock]))
     strategy.train(stream[0])
     for values in times.values():  # the first experience is a warm-up (the wrappers hold these lists)
         values.clear()
@@ -96,15 +102,19 @@ def main() -> None:
     parser.add_argument("--importance", default="input_weight_abs_sum", help="FG-AdaHAT's importance type")
     args = parser.parse_args()
     if args.device != "cpu":
-        parser.error("--device: CPU time per callback is measured on the cpu only")
+        parser.error("--device: time per callback is measured on the cpu only")
     apply_threads(args.threads)
+    check_clock(parser, args.clock, torch.device(args.device))
+    lines = header(torch.device("cpu"), clock_words(args.clock), "part (median µs)")
     settings = list(SETTINGS) if args.setting == "all" else [args.setting]
     for setting in settings:
-        print(f"{setting}, {args.optimizer}: top-level ops per iteration; median CPU µs per part")
+        lines.append(f"{setting}, {args.optimizer}: top-level ops per iteration; median µs ({args.clock}) per part")
         for name in method_names([args.importance]):
-            count, parts = profile_method(setting, name, args.optimizer, args.iterations)
+            count, parts = profile_method(setting, name, args.optimizer, args.iterations, args.clock)
             listed = ", ".join(f"{part} {value:.0f}" for part, value in sorted(parts.items(), key=lambda kv: -kv[1]))
-            print(f"| {name} | {count} ops | {listed} |")
+            lines.append(f"| {name} | {count} ops | {listed} |")
+            print(lines[-1], file=sys.stderr, flush=True)
+    emit("\n".join(lines) + "\n", args.out)
 
 
 if __name__ == "__main__":

@@ -1,13 +1,26 @@
-"""Time per training iteration of the HAT family against Avalanche's ``Naive``.
+"""Time of the HAT family against Avalanche's ``Naive``: per training iteration and per whole experience.
 
 Interleaved in one process: each round trains one fresh experience (a new task) with every
 method in turn, so drift of the machine hits all methods alike. Mini-batches are prepared once
 on the device and fed through a trivial loader, so data loading does not hide the difference.
-Reports the median time per iteration over the timed rounds, the ratio to ``Naive``, and (on
-CUDA) the peak memory allocated during a method's experience. Writes a Markdown table.
 
-    python benchmarks/step_time.py --device cpu  --setting mlp  --out docs/benchmarks/step_time_cpu.md
-    python benchmarks/step_time.py --device cuda --setting all  --out docs/benchmarks/step_time_cuda.md
+Rounds: one warm-up experience (not timed); ``--rounds`` timed experiences, which give the
+median time per iteration and the median time of a whole ``strategy.train(experience)`` call
+(everything a user waits for: the per-experience work — rollback snapshot, embeddings,
+optimizer reset, broadcast of the rule's measure, mask commit, importance finalisation,
+diagnostics — and every iteration); on the CPU one more experience for the step's peak host
+memory (``torch.profiler``, not timed); and one experience whose last ``--count-iterations``
+iterations run under :class:`~avalanche_fgadahat.masking.subnormals.SubnormalCounter` (not
+timed): subnormal float values produced per step (``docs/deviations.md`` H16; where any are
+found, their ``(autograd node, op)`` sites are printed to stderr).
+
+Primary measure: torch's default thread count and wall time (what a user gets); the table
+names the CPU model. ``--threads 1`` and ``--clock cpu`` (process CPU time, robust on a
+shared machine) are secondary views. Writes a Markdown table.
+
+    python benchmarks/step_time.py --setting mlp --out docs/benchmarks/step_time_cpu_mlp.md
+    python benchmarks/step_time.py --setting mlp --threads 1 --clock cpu --out docs/benchmarks/step_time_cpu_mlp_1thread.md
+    python benchmarks/step_time.py --device cuda --setting all --count-iterations 0 --out docs/benchmarks/step_time_cuda.md
 
 ``Naive`` trains a plain (unmasked) multi-head network of the same shape: the HAT family's
 overhead is measured against what a user would otherwise run. Models, strategies and their
@@ -21,6 +34,7 @@ import statistics
 import sys
 import time
 import warnings
+from collections import Counter
 from collections.abc import Callable
 
 import torch
@@ -35,12 +49,14 @@ from _common import (
     apply_threads,
     base_parser,
     build_method,
-    default_clock,
+    check_clock,
+    clock_words,
     emit,
     header,
     method_names,
     synchronize,
 )
+from avalanche_fgadahat.masking.subnormals import SubnormalCounter
 
 warnings.filterwarnings("ignore")
 
@@ -112,6 +128,7 @@ class IterationTimer(SupervisedPlugin):
         self.clock = clock
         self.times: list[float] = []
         self.peaks: list[int] = []
+        self.timing = False
         self.profile_memory = False
         self._start = 0.0
         self._iteration = 0
@@ -159,16 +176,53 @@ class IterationTimer(SupervisedPlugin):
                 self._profiler = self._span = None
             return
         synchronize(self.device)
+        if not self.timing:
+            return
         self.times.append(self.clock() - self._start)
         if self.device.type == "cuda" and self._iteration >= 3:  # the 1st step allocates the optimizer state
             self.peaks.append(torch.cuda.max_memory_allocated(self.device) - self._live)
 
 
+class StepSubnormals(SupervisedPlugin):
+    """Counts the subnormal values of the last ``iterations`` iterations of an armed experience
+    (:class:`~avalanche_fgadahat.masking.subnormals.SubnormalCounter`: every op output of the
+    forward, backward, plugin hooks, optimizer step and importance passes)."""
+
+    def __init__(self, iterations: int) -> None:
+        super().__init__()
+        self.iterations = iterations
+        self.armed = False
+        self.steps = self.total = 0
+        self.sites: Counter = Counter()
+        self._counter: SubnormalCounter | None = None
+
+    def before_training_iteration(self, strategy, **kwargs):
+        if self.armed and strategy.clock.train_epoch_iterations >= len(strategy.dataloader) - self.iterations:
+            self._counter = SubnormalCounter()
+            self._counter.__enter__()
+
+    def after_training_iteration(self, strategy, **kwargs):
+        if self._counter is not None:
+            self._counter.__exit__(None, None, None)
+            self.steps += 1
+            self.total += self._counter.total
+            self.sites.update(self._counter.by_site)
+            self._counter = None
+
+    def per_step(self) -> float | None:
+        """Subnormal values per counted step (``None`` when nothing was counted)."""
+        return self.total / self.steps if self.steps else None
+
+
 def run_setting(setting: str, device: torch.device, rounds: int, iterations: int, importance_types: list[str],
-                slow_iterations: int, clock: str = "wall", optimizer: str = "adam") -> list[dict]:
+                slow_iterations: int, clock: str = "wall", optimizer: str = "adam",
+                count_iterations: int = 3) -> list[dict]:
+    """Rows of the table for one setting and optimizer (see module doc for the rounds)."""
     shape, batch_size, _, _ = SETTINGS[setting]
+    phases = ["warm-up", *["timed"] * rounds, *(["memory"] if device.type == "cpu" else []),
+              *(["count"] if count_iterations > 0 else [])]
     torch.manual_seed(0)
-    n_tasks = rounds + 1
+    n_tasks = len(phases)
     batches = {
         t: [(torch.randn(batch_size, *shape, device=device), torch.randint(0, 10, (batch_size,), device=device),
              torch.full((batch_size,), t, device=device, dtype=torch.long)) for _ in range(iterations)]
@@ -178,30 +232,47 @@ def run_setting(setting: str, device: torch.device, rounds: int, iterations: int
     stream = tensors_benchmark(train_tensors=tiny, test_tensors=tiny, task_labels=list(range(n_tasks))).train_stream
     from avalanche_fgadahat.importance.registry import find_importance_type
 
-    state = {}
+    state, experience_times, slow = {}, {}, set()
     for name in method_names(importance_types):
         timer = IterationTimer(device, CLOCKS[clock])
+        counter = StepSubnormals(count_iterations)
         data = InMemoryData(batches)
-        strategy = build_method(name, setting, device, optimizer, [data, timer])
+        strategy = build_method(name, setting, device, optimizer, [data, timer, counter])
         if name not in METHODS and find_importance_type(name.split(" ", 1)[1]).extra_passes != "none":
             # attribution measures (extra forward/backward passes): time fewer iterations
             data.batches_per_task = {t: b[:slow_iterations] for t, b in batches.items()}
-        state[name] = (strategy, timer)
-    for round_index, experience in enumerate(stream):
-        for name, (strategy, timer) in state.items():
-            timer.profile_memory = round_index == len(stream) - 1
+            slow.add(name)
+        state[name] = (strategy, timer, counter)
+        experience_times[name] = []
+    for round_index, (experience, phase) in enumerate(zip(stream, phases)):
+        for name, (strategy, timer, counter) in state.items():
+            timer.timing = phase == "timed"
+            timer.profile_memory = phase == "memory"
+            counter.armed = phase == "count"
+            synchronize(device)
+            start = CLOCKS[clock]()
             strategy.train(experience)
-            if round_index == 0:  # warm-up round is not timed
-                timer.times.clear()
-                timer.peaks.clear()
-        print(f"round {round_index + 1}/{len(stream)} done", file=sys.stderr, flush=True)
+            synchronize(device)
+            if phase == "timed":
+                experience_times[name].append(CLOCKS[clock]() - start)
+        print(f"round {round_index + 1}/{len(stream)} ({phase}) done", file=sys.stderr, flush=True)
+    for name, (_, _, counter) in state.items():
+        if counter.total:
+            print(f"{name}: subnormals at {dict(counter.sites.most_common(5))}", file=sys.stderr, flush=True)
     naive = statistics.median(state["Naive"][1].times)
+    naive_experience = statistics.median(experience_times["Naive"])
     rows = []
-    for name, (strategy, timer) in state.items():
+    for name, (strategy, timer, counter) in state.items():
         median = statistics.median(timer.times)
+        experience = statistics.median(experience_times[name])
         rows.append({
             "setting": f"{setting}, {optimizer}", "method": name, "median_ms": 1e3 * median, "ratio": median / naive,
             "iterations": len(timer.times),
+            "experience_s": experience,
+            # an experience of fewer iterations is not comparable with Naive's
+            "experience_ratio": None if name in slow else experience / naive_experience,
+            "experience_iterations": slow_iterations if name in slow else iterations,
+            "subnormals": counter.per_step(),
             "peak_mib": (max(timer.peaks) / 2**20) if timer.peaks else None,
         })
     hat = statistics.median(state["HAT"][1].times)
@@ -209,27 +280,40 @@ def run_setting(setting: str, device: torch.device, rounds: int, iterations: int
         row["hat_ratio"] = row["median_ms"] / (1e3 * hat)
     naive_peak = rows[0]["peak_mib"]
     for row in rows:
-        row["peak_ratio"] = row["peak_mib"] / naive_peak if naive_peak else None
+        row["peak_ratio"] = row["peak_mib"] / naive_peak if naive_peak and row["peak_mib"] is not None else None
     return rows
 
 
+def _number(value, spec: str) -> str:
+    return "n/a" if value is None else format(value, spec)
+
+
 def to_markdown(rows: list[dict], device: torch.device, clock: str = "wall") -> str:
-    measured = "wall time" if clock == "wall" else "CPU time of the process"
-    lines = header(device, measured, "iteration") + [
+    lines = header(device, clock_words(clock), "iteration (median) and per experience (median)") + [
+        "Experience: one whole `strategy.train(experience)` call (per-experience work included: rollback "
+        "snapshot, task embeddings, optimizer reset, broadcast of the rule's measure, mask commit, importance "
+        "finalisation, diagnostics), median over the timed rounds; `n/a` × Naive where a method trains fewer "
+        "iterations per experience (attribution measures, `--slow-iterations`).",
+        "Subnormals / step: float values below 1.18e-38 (not 0) in every op output of a training step "
+        "(`masking.subnormals.SubnormalCounter`: forward, backward, the plugin's hooks, optimizer step, "
+        "importance passes), mean over the last iterations of one untimed experience (`docs/deviations.md` H16).",
         "Peak MiB: " + ("device memory allocated during a training iteration above what was live at its start "
                         "(the step's transients; `torch.cuda.max_memory_allocated`), largest over the timed iterations "
                         "from the 3rd of each experience on."
                         if device.type == "cuda" else
                         "host memory allocated during one training iteration above what was live at its start "
-                        "(the step's transients; `torch.profiler` memory events)."), "",
-        "| setting | method | median ms / iteration | × Naive | × HAT | iterations timed | peak MiB | peak × Naive |",
-        "|---|---|---|---|---|---|---|---|",
+                        "(the step's transients; `torch.profiler` memory events, one untimed experience)."), "",
+        "| setting | method | median ms / iteration | × Naive | × HAT | iterations timed | s / experience "
+        "| experience × Naive | subnormals / step | peak MiB | peak × Naive |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
-        peak = f"{r['peak_mib']:.2f}" if r["peak_mib"] is not None else "n/a"
-        peak_ratio = f"{r['peak_ratio']:.2f}" if r["peak_ratio"] is not None else "n/a"
-        lines.append(f"| {r['setting']} | {r['method']} | {r['median_ms']:.3f} | {r['ratio']:.2f} | {r['hat_ratio']:.2f} | "
-                     f"{r['iterations']} | {peak} | {peak_ratio} |")
+        sub = "n/a" if r["subnormals"] is None else f"{r['subnormals']:.1f}"
+        lines.append(
+            f"| {r['setting']} | {r['method']} | {r['median_ms']:.3f} | {r['ratio']:.2f} | {r['hat_ratio']:.2f} | "
+            f"{r['iterations']} | {r['experience_s']:.3f} ({r['experience_iterations']} it.) | "
+            f"{_number(r['experience_ratio'], '.2f')} | {sub} | {_number(r['peak_mib'], '.2f')} | "
+            f"{_number(r['peak_ratio'], '.2f')} |")
     return "\n".join(lines) + "\n"
 
 
@@ -239,16 +323,15 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, default=50, help="iterations per experience")
     parser.add_argument("--slow-iterations", type=int, default=5, help="iterations for measures with extra passes")
     parser.add_argument("--importance", default="all", help="'all', 'in-pass' (no extra pass), 'none' or comma-separated importance types")
-    parser.add_argument("--clock", choices=list(CLOCKS), default=None,
-                        help="'wall' or 'cpu' (process CPU time; default on a CPU device, use it on a shared machine)")
+    parser.add_argument("--count-iterations", type=int, default=3,
+                        help="iterations counted for subnormals at the end of one untimed experience (0: none)")
     parser.add_argument("--optimizer", choices=list(OPTIMIZERS), nargs="+", default=["adam"],
                         help="one table block per optimizer (default: adam, the reference protocol's)")
     args = parser.parse_args()
     apply_threads(args.threads)
     device = torch.device(args.device)
-    clock = args.clock or default_clock(device)
-    if clock == "cpu" and device.type != "cpu":
-        parser.error("--clock cpu measures host CPU time only: use --clock wall on an accelerator")
+    clock = args.clock
+    check_clock(parser, clock, device)
     from avalanche_fgadahat.importance import IMPORTANCE_TYPES
 
     if args.importance == "all":
@@ -264,7 +347,7 @@ def main() -> None:
     for setting in settings:
         for optimizer in args.optimizer:
             rows += run_setting(setting, device, args.rounds, args.iterations, types, args.slow_iterations, clock,
-                                optimizer)
+                                optimizer, args.count_iterations)
     emit(to_markdown(rows, device, clock), args.out)
 
 

@@ -72,7 +72,10 @@ class AdjustmentRule:
       ``importance``), or ``None``: rate 1 everywhere, nothing is done;
     * ``aggregation``: the neuron→parameter aggregation (``min``, ``max``, ``mean``);
     * ``per_step``: the rate reads the step (``R_l``, fresh noise); otherwise it is computed
-      once per experience.
+      once per experience;
+    * ``binary_rates``: every rate is exactly 0 or 1 (``hat``), so an adjusted gradient is
+      never smaller than the gradient was; otherwise the engine flushes the adjusted
+      gradients below ``masking.subnormals.GRADIENT_FLOOR`` (``docs/deviations.md`` H16).
 
     :meth:`adjust_` is the list form of the rate, applied in the training step by
     ``torch._foreach_*`` ops; it must give the same numbers as multiplying by :meth:`rate`
@@ -83,6 +86,7 @@ class AdjustmentRule:
     aggregation: str = "min"
     per_step: bool = False
     has_list_form: bool = False
+    binary_rates: bool = False
 
     def prepare(self, model: HATBackbone) -> None:
         """Per-experience work before the measure is broadcast (e.g. the task's position)."""

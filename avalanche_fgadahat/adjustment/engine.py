@@ -6,7 +6,10 @@ folds in the rule's per-parameter factors, and evaluates the rates once when the
 not depend on the step. Every training step :meth:`RateEngine.adjust_` multiplies the
 gradients by the rates in place: constant rates in one ``torch._foreach_mul_``; per-step
 rules with a list form a group of parameters at a time (a group's temporaries never exceed
-the largest parameter); other per-step rules one parameter at a time.
+the largest parameter); other per-step rules one parameter at a time. The caller hands in
+gradients already flushed below ``masking.subnormals.GRADIENT_FLOOR``; unless every rate is 0
+or 1 (``AdjustmentRule.binary_rates``) the adjusted gradients are flushed again, so the
+optimizer never sees a gradient below it (``docs/deviations.md`` H16).
 
 :meth:`RateEngine.capacity` is AdaHAT's network capacity (Wang et al. 2024, Sec. 4.3): the
 mean rate over every masked-layer parameter (under ``hat``, the fraction still free).
@@ -17,6 +20,7 @@ from __future__ import annotations
 import torch
 
 from ..masking.broadcast import broadcast
+from ..masking.subnormals import flush_gradients_
 from ..models.base import HATBackbone
 from .base import AdjustmentRule, StepSignals
 
@@ -100,7 +104,13 @@ class RateEngine:
         self.step_capacity = None
 
     def adjust_(self, signals: StepSignals) -> None:
-        """Multiply every masked-layer gradient by its rate, in place."""
+        """Multiply every masked-layer gradient by its rate, in place; then, for rates other
+        than 0 and 1, flush the results below ``GRADIENT_FLOOR`` (module doc)."""
+        self._apply_rates(signals)
+        if self.entries and not self.rule.binary_rates:
+            flush_gradients_(param for param, _, _ in self.entries)
+
+    def _apply_rates(self, signals: StepSignals) -> None:
         if self.constant_rates is not None:
             grads, rates = [], []
             for (param, _, _), rate in zip(self.entries, self.constant_rates):

@@ -16,7 +16,10 @@ from .base import AdjustmentRule, StepSignals
 
 
 class HATRule(AdjustmentRule):
-    """``a = 1 − P``: freeze what earlier tasks use (HAT Eq. 2)."""
+    """``a = 1 − P``: freeze what earlier tasks use (HAT Eq. 2). ``P`` is a min of binary
+    cumulative masks, so every rate is 0 or 1."""
+
+    binary_rates = True
 
     def rate(self, measure: torch.Tensor, key: str, signals: StepSignals) -> torch.Tensor:
         """``1 − P``."""

@@ -4,7 +4,10 @@
   importance type (``registry.py``) → min-max normalised (``normalize.py``) → ``× σ(s·e_l)``
   (the step's soft training mask, detached) when ``step_multiply_training_mask`` → added in
   place to the model buffer ``importance_step_sum``; the buffer ``importance_steps`` counts
-  the steps (:meth:`ImportanceAccumulator.accumulate_`);
+  the steps (:meth:`ImportanceAccumulator.accumulate_`). No subnormal float is produced
+  (``docs/deviations.md`` H16): raw values below 1e-30 count as 0, and a step's value below
+  ``STEP_IMPORTANCE_FLOOR`` = 1e-20, normalised or after the mask's product, is 0 (decided
+  before the product is formed);
 * at the end of the task, after its mask is stored: ``I^t = mean over steps + b_I``,
   ``× 1[e^t > 0]`` when ``filter_unmasked_importance``, stored in ``task_importances[t]``;
   ``summed_importance`` ← the summing strategy (``summing.py``) over the tasks' importances in
@@ -17,9 +20,10 @@ from __future__ import annotations
 
 import torch
 
+from ..masking.subnormals import zero_where_product_below
 from ..models.base import HATBackbone
 from .lookup import resolve_importance_type
-from .normalize import min_max_normalize_all
+from .normalize import STEP_IMPORTANCE_FLOOR, min_max_normalize_all
 from .registry import ImportanceType, StepContext
 from .summing import SUMMING_STRATEGIES
 
@@ -73,9 +77,13 @@ class ImportanceAccumulator:
                 )
         with torch.no_grad():
             sums = [state.importance_step_sum for state in states.values()]
-            steps = min_max_normalize_all([raw[key].detach().to(total.dtype) for key, total in zip(states, sums)])
+            steps = min_max_normalize_all([raw[key].detach().to(total.dtype) for key, total in zip(states, sums)],
+                                          flush=True)
             if self.step_multiply_training_mask:
-                torch._foreach_mul_(steps, [ctx.masks[key].detach() for key in states])
+                masks = [ctx.masks[key].detach() for key in states]
+                steps = [zero_where_product_below(step, mask, 2 * STEP_IMPORTANCE_FLOOR)
+                         for step, mask in zip(steps, masks)]
+                torch._foreach_mul_(steps, masks)
             torch._foreach_add_(sums, steps)
             model.importance_steps.add_(1)
 

@@ -12,11 +12,54 @@ Deviation from CLArena: the reference feeds Lightning's 0-based ``batch_idx`` in
 formula, so the first batch of every epoch gets a negative ``s`` (an inverted mask and a
 negative compensation). Here ``b`` is 1-based, so ``s`` runs exactly from ``1/s_max`` on
 the first batch to ``s_max`` on the last (see ``docs/deviations.md``).
+
+Subnormal floats (deviation H16 of ``docs/deviations.md``): at gate scales near ``s_max`` the
+mask of a unit the task does not use saturates, ``σ(s·e) ≈ e^{s·e}``, and reaches the float32
+subnormal range (``|x| < 1.18e-38``) for ``s·e < −87.3``; so do its gradient ``σ(1 − σ)`` and
+the products of such masks with activations and gradients, and subnormal arithmetic is slow
+on many CPUs. :func:`soft_mask` returns exactly 0, with gradient exactly 0, where
+``σ(s·e) <`` :data:`MASK_FLOOR` (``s·e <`` :data:`SCALED_EMBEDDING_FLOOR`), and at least
+:data:`KEPT_MASK_MINIMUM` elsewhere (values below it are raised to it; their gradient is that
+of ``σ``); values from ``1e-15`` up are ``torch.sigmoid``'s bit for bit, and every gradient is
+``torch.sigmoid``'s bit for bit but those whose float32 value would be below ``2 · 1.18e-38`` (set to 0). :func:`compensate_embedding_gradient_` leaves 0
+where the compensated gradient would be below
+:data:`~avalanche_fgadahat.masking.subnormals.GRADIENT_FLOOR`.
 """
 
 from __future__ import annotations
 
+import math
+
 import torch
+
+from .subnormals import GRADIENT_FLOOR, product_below, zero_where_product_below
+
+#: Soft-mask values below this are exactly 0, with zero gradient. Why 1e-30: the compensated
+#: embedding gradient of a unit (HAT Eq. 4) is ``s_max · σ(1 − σ) · (cosh(clamp(s·e, ±θ)) + 1) /
+#: (cosh e + 1)`` per unit of ``∂L/∂m``; below the floor it is less than ``2 · 1e-30 · (cosh θ + 1)
+#: = 5.2e-9`` times that of a unit that is not saturated (``s_max / (2 (cosh e + 1))``) at the
+#: default θ = 50 — under float32's relative precision (6e-8), so no flushed unit's embedding
+#: would have moved by a resolvable amount. A larger floor would cut gradients the compensation
+#: restores in full (it does so up to ``σ ≈ e^{−θ} ≈ 2e-22``). The forward change is at most
+#: ``1e-30 · |h|`` per unit, and the stored mask ``1[e > 0]`` does not read ``σ``. Kept values
+#: (``≥ 1e-30``) leave 1e8 of headroom above the subnormal range for their products with
+#: activations and gradients.
+MASK_FLOOR = 1e-30
+#: ``logit(MASK_FLOOR) = ln(1e-30) ≈ −69.08``: the gate flushes where ``s·e`` is below it.
+SCALED_EMBEDDING_FLOOR = math.log(MASK_FLOOR)
+#: A kept mask value below this is raised to it in the forward pass; its gradient stays
+#: ``σ(1 − σ)`` of the true ``σ`` (the derivative the unraised gate has, so the embedding learns
+#: exactly as before). Why: the network multiplies the mask with its activations, with the
+#: gradients flowing back through the gate, and (LRP, weight gradients between two such units)
+#: with another mask; at ``1e-30`` those products are subnormal for factors below ``1e-8``, at
+#: ``1e-15`` only below ``1.2e-23``, and the product of two masks is at least ``1e-30``. What it
+#: changes: a unit at ``σ < 1e-15`` adds at most ``1e-15 · |h · w|`` to the next layer (1e-7 of
+#: float32's resolution), its weights' gradients are ``1e-15 · ∂L/∂(h·m)·x`` instead of ``σ ·`` that
+#: (an Adam update of at most ``lr · 1e-15 · |∂L/∂(h·m)·x| / ε``), the regulariser and ``R_l``
+#: move by ``1e-15`` per such unit and FG-AdaHAT's step importance of the unit (× the mask) by at most 1e-15.
+KEPT_MASK_MINIMUM = 1e-15
+#: Smallest nonzero float32 gradient the gate's backward writes (twice the smallest normal).
+_GATE_GRADIENT_FLOOR = 2 * torch.finfo(torch.float32).tiny
 
 
 def annealed_scale(batch: int, num_batches: int, s_max: float) -> float:
@@ -33,9 +76,37 @@ def annealed_scale(batch: int, num_batches: int, s_max: float) -> float:
     return 1.0 / s_max + (s_max - 1.0 / s_max) * (batch - 1) / (num_batches - 1)
 
 
+class _FlushedGate(torch.autograd.Function):
+    """``m = σ(s · e)``: 0 below :data:`MASK_FLOOR`, raised to :data:`KEPT_MASK_MINIMUM` below that
+    (module doc). Backward: ``∂L/∂e = s · σ(1 − σ) · ∂L/∂m`` with the true ``σ``, the
+    same float32 operations as autograd's for ``torch.sigmoid(s * e)`` (``aten.sigmoid_backward``,
+    then the product with ``s``), with ``∂L/∂m`` zeroed first wherever either product would
+    fall below ``2 · 1.18e-38`` (and where ``m`` is 0 or 1: the gradient is 0 there anyway)."""
+
+    @staticmethod
+    def forward(ctx, embedding: torch.Tensor, scale: float) -> torch.Tensor:
+        scaled = scale * embedding
+        flushed = scaled < SCALED_EMBEDDING_FLOOR
+        # clamped first, so no sigmoid value below the floor (subnormal or not) is computed
+        sigma = torch.sigmoid(scaled.clamp_min(SCALED_EMBEDDING_FLOOR)).masked_fill_(flushed, 0.0)
+        ctx.save_for_backward(sigma)  # the backward reads σ itself, not the raised value
+        ctx.scale = scale
+        return sigma.clamp_min(KEPT_MASK_MINIMUM).masked_fill_(flushed, 0.0)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        (sigma,) = ctx.saved_tensors
+        # |∂L/∂m · σ(1 − σ) · min(s, 1)| ≥ floor keeps both products (each factor ≤ 1) normal
+        slope = (1.0 - sigma).mul_(sigma).mul_(min(ctx.scale, 1.0))
+        grad = zero_where_product_below(grad, slope, _GATE_GRADIENT_FLOOR)
+        return torch.ops.aten.sigmoid_backward(grad, sigma) * ctx.scale, None
+
+
 def soft_mask(embedding: torch.Tensor, scale: float) -> torch.Tensor:
-    """HAT Eq. (1): ``σ(s · e)``."""
-    return torch.sigmoid(scale * embedding)
+    """HAT Eq. (1): ``σ(s · e)``, exactly 0 (gradient 0) where it is below :data:`MASK_FLOOR` and
+    at least :data:`KEPT_MASK_MINIMUM` elsewhere (module doc). ``embedding``: any shape; the result
+    has its shape."""
+    return _FlushedGate.apply(embedding, scale)
 
 
 def binary_mask(embedding: torch.Tensor) -> torch.Tensor:
@@ -46,11 +117,14 @@ def binary_mask(embedding: torch.Tensor) -> torch.Tensor:
 def compensate_embedding_gradient_(
     embedding: torch.Tensor, scale: float, s_max: float, clamp_threshold: float
 ) -> None:
-    """Multiply ``embedding.grad`` in place by the compensation factor of HAT Eq. (4)."""
+    """Multiply ``embedding.grad`` in place by the compensation factor of HAT Eq. (4); where
+    the product would be below :data:`~avalanche_fgadahat.masking.subnormals.GRADIENT_FLOOR`
+    the gradient is set to 0 instead (decided before the product is formed)."""
     grad = embedding.grad
     if grad is None:
         return
     e = embedding.detach()
     numerator = torch.cosh(torch.clamp(scale * e, -clamp_threshold, clamp_threshold)) + 1
     denominator = torch.cosh(e) + 1
-    grad.mul_(numerator.div_(denominator).mul_(s_max / scale))
+    factor = numerator.div_(denominator).mul_(s_max / scale)
+    grad.masked_fill_(product_below(grad, factor, 2 * GRADIENT_FLOOR), 0.0).mul_(factor)

@@ -18,8 +18,8 @@ Callback → work:
 * ``before_forward``: set the annealed gate scale ``s`` (Eq. 3, 1-based batch index).
 * ``before_backward``: refuse a non-finite loss (rolled back); add the mask-sparsity
   regulariser (Eq. 5) to ``strategy.loss``.
-* ``after_backward``: multiply masked-layer gradients by the rule's rates (Eq. 2 for
-  ``hat``); compensate the embedding gradients (Eq. 4).
+* ``after_backward``: flush gradients below ``1e-16`` to 0 (``docs/deviations.md`` H16); multiply
+  masked-layer gradients by the rule's rates (Eq. 2 for ``hat``); compensate the embedding gradients (Eq. 4).
 * ``after_update``: optionally clamp the embeddings to ``±embedding_clamp``.
 * ``after_training_exp``: store the binary mask ``1[e > 0]``; update ``M`` and ``S``.
 
@@ -40,6 +40,7 @@ from ..config import HATConfig
 from ..diagnostics import ExperienceReport, HATDiagnosticWarning, LearningDiagnostics, diagnose, snapshot_cumulative
 from ..masking.gate import annealed_scale, compensate_embedding_gradient_
 from ..masking.regularizer import MaskSparsityRegularizer
+from ..masking.subnormals import flush_gradients_
 from ..models.base import HATBackbone
 from ..rollback import ModelSnapshot
 from ..models.conversion import to_hat
@@ -321,9 +322,10 @@ class HATPlugin(HATFamilyPlugin, ConfiguredSettings, SupervisedPlugin):
         strategy.loss = strategy.loss + self._regularizer(flat_mask)
 
     def after_backward(self, strategy, **kwargs) -> None:
-        """Multiply masked-layer gradients by the adjustment rates (HAT Eq. 2, AdaHAT Eq. 8,
-        FG-AdaHAT Eq. 3) and compensate the embedding gradients (HAT Eq. 4)."""
+        """Flush every gradient but the embeddings' below ``GRADIENT_FLOOR`` (deviation H16), apply the
+        rates (HAT Eq. 2, AdaHAT Eq. 8, FG-AdaHAT Eq. 3), compensate the embedding gradients (Eq. 4)."""
         model = unwrap_hat_model(strategy.model)
+        flush_gradients_(p for p in model.parameters() if p is not model.task_embeddings)
         self.engine.adjust_(self.signals)
         compensate_embedding_gradient_(model.task_embeddings, self.gate_scale, self.config.s_max,
                                        self.config.clamp_threshold)

@@ -31,6 +31,16 @@ from ..forward_wrapper import TaskForward, attribution_layers, attribution_mode
 from ..registry import StepContext
 from .settings import AttributionSettings
 
+#: The attribution forward uses the step's masks with values at or below this set to 0
+#: (``docs/deviations.md`` H16): the units the gate raised to ``masking.gate.KEPT_MASK_MINIMUM``
+#: (1e-15; their ``σ`` is smaller) count as off. A mask value enters every attribution of its
+#: unit as a factor (gradients, ablation, paths; LRP through the mask product, deviation A6),
+#: and LRP multiplies the masks of consecutive layers: above 1e-15, two masks give more than
+#: 1e-30, so their products with relevances or gradients down to 1e-8 stay normal. A unit at or
+#: below 1e-15 changes the forward by at most ``1e-15 · |a · w|`` (1e-7 of float32's
+#: resolution), and its own attribution is at most 1e-15 of the unmasked one.
+ATTRIBUTION_MASK_FLOOR = 1e-15
+
 #: Replaces a layer's output inside a forward (see :func:`layer_pass`).
 Patch = Callable[[torch.Tensor], torch.Tensor]
 
@@ -157,9 +167,11 @@ class AttributionStep:
         self.x, self.y = _inputs(ctx)
         self.settings = settings_of(ctx)
         self.layers = attribution_layers(self.model)
+        masks = {key: torch.nn.functional.hardshrink(mask.detach(), ATTRIBUTION_MASK_FLOOR)
+                 for key, mask in ctx.masks.items()}
         with attribution_mode(self.model):  # the trace forward must not touch BN or recordings
             self.forward = TaskForward(
-                self.model, ctx.task, ctx.masks, nonlinearity=nonlinearity,
+                self.model, ctx.task, masks, nonlinearity=nonlinearity,
                 example=self.x if nonlinearity != "plain" else None,
             )
 

@@ -1,0 +1,302 @@
+"""No subnormal float in the HAT family's training step (issue 14; ``docs/deviations.md`` H16).
+
+The case: ``HATMLP(64, (128, 128))`` on two tasks of Permuted Digits, three epochs each, Adam;
+by the second task's last epoch the gate scale reaches ``s_max = 400`` and the masks of units
+the task does not use saturate far below the float32 normal range. The last
+:data:`COUNTED_ITERATIONS` iterations of that epoch are counted by
+:class:`~avalanche_fgadahat.masking.subnormals.SubnormalCounter` (every ATen op output of the
+forward, the backward, the plugin's hooks, the optimizer step, FG-AdaHAT's accumulation and
+attribution passes), and the gradients handed to the optimizer, the optimizer's state and the
+model's parameters and buffers are inspected after each counted step.
+
+* The unflushed computation (every floor of H16 at 0, :func:`unflushed`: bit for bit the code
+  before the change — ``scripts/fingerprint.py`` and the README's main job run under it give the
+  earlier fingerprints and results) produces thousands of subnormals: in the gate and its
+  gradient, the products of saturated masks with activations and gradients (the network's
+  forward, backward and weight gradients), the rates, Adam's state, the importance
+  accumulation and the attribution passes. With the floors the step produces none.
+* Flushing changes no stored mask and moves no parameter by more than :data:`PARAMETER_BOUND`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections import Counter
+
+import pytest
+import torch
+from avalanche.core import SupervisedPlugin
+
+from avalanche_fgadahat import AdaHAT, FGAdaHAT, HAT, set_seed
+from avalanche_fgadahat.data import permuted_digits
+from avalanche_fgadahat.importance import accumulator, normalize
+from avalanche_fgadahat.importance.attribution import _engine as attribution_engine
+from avalanche_fgadahat.importance.normalize import STEP_IMPORTANCE_FLOOR, min_max_normalize_all
+from avalanche_fgadahat.masking import gate, subnormals
+from avalanche_fgadahat.masking.gate import KEPT_MASK_MINIMUM, MASK_FLOOR, compensate_embedding_gradient_, soft_mask
+from avalanche_fgadahat.masking.subnormals import (
+    GRADIENT_FLOOR,
+    SubnormalCounter,
+    count_subnormal,
+    flush_gradients_,
+    product_below,
+)
+from avalanche_fgadahat.models import HATMLP
+from hat_test_support import quiet
+
+TINY = torch.finfo(torch.float32).tiny
+COUNTED_ITERATIONS = 3
+#: flushed and unflushed runs of the case agree on every parameter within this (absolute)
+PARAMETER_BOUND = 1e-6
+
+#: every floor of H16 and its value with nothing flushed
+UNFLUSHED_FLOORS = [
+    (gate, "SCALED_EMBEDDING_FLOOR", -math.inf),
+    (gate, "KEPT_MASK_MINIMUM", 0.0),
+    (gate, "_GATE_GRADIENT_FLOOR", 0.0),
+    (gate, "GRADIENT_FLOOR", 0.0),
+    (subnormals, "GRADIENT_FLOOR", 0.0),
+    (normalize, "RAW_IMPORTANCE_FLOOR", 0.0),
+    (normalize, "STEP_IMPORTANCE_FLOOR", 0.0),
+    (accumulator, "STEP_IMPORTANCE_FLOOR", 0.0),
+    (attribution_engine, "ATTRIBUTION_MASK_FLOOR", 0.0),
+]
+
+
+@contextlib.contextmanager
+def unflushed():
+    """Every flush floor at 0: the computation before H16, bit for bit (``scripts/fingerprint.py``
+    run under this gives the 56 fingerprints of the earlier code)."""
+    saved = [(module, name, getattr(module, name)) for module, name, _ in UNFLUSHED_FLOORS]
+    try:
+        for module, name, value in UNFLUSHED_FLOORS:
+            setattr(module, name, value)
+        yield
+    finally:
+        for module, name, value in saved:
+            setattr(module, name, value)
+
+
+def _subnormal_elements(tensors) -> int:
+    return sum(count_subnormal(t) for t in tensors if isinstance(t, torch.Tensor))
+
+
+class StepCounter(SupervisedPlugin):
+    """Counts subnormals in the last ``iterations`` steps of the last epoch of experience ``task``."""
+
+    def __init__(self, task: int, epochs: int, iterations: int = COUNTED_ITERATIONS) -> None:
+        super().__init__()
+        self.task, self.epochs, self.iterations = task, epochs, iterations
+        self.by_site: Counter = Counter()
+        self.gradients = self.optimizer_state = self.model_state = self.steps = 0
+        self._counter: SubnormalCounter | None = None
+
+    def _counting(self, strategy) -> bool:
+        clock = strategy.clock
+        return (strategy.experience.task_label == self.task and clock.train_exp_epochs == self.epochs - 1
+                and clock.train_epoch_iterations >= len(strategy.dataloader) - self.iterations)
+
+    def before_training_iteration(self, strategy, **kwargs):
+        if self._counting(strategy):
+            self._counter = SubnormalCounter()
+            self._counter.__enter__()
+
+    def before_update(self, strategy, **kwargs):
+        if self._counter is not None:
+            self.gradients += _subnormal_elements(p.grad for p in strategy.model.parameters())
+
+    def after_training_iteration(self, strategy, **kwargs):
+        if self._counter is None:
+            return
+        self._counter.__exit__(None, None, None)
+        self.by_site.update(self._counter.by_site)
+        self._counter = None
+        self.steps += 1
+        self.optimizer_state += _subnormal_elements(
+            value for state in strategy.optimizer.state.values() for value in state.values())
+        self.model_state += _subnormal_elements(strategy.model.state_dict().values())
+
+    @property
+    def total(self) -> int:
+        """Subnormal elements in every op output of the counted steps."""
+        return sum(self.by_site.values())
+
+
+METHODS = {
+    "hat": (HAT, {}),
+    "adahat": (AdaHAT, {}),
+    "fgadahat_icu": (FGAdaHAT, {}),
+    "fgadahat_integrated_gradients": (FGAdaHAT, {"importance_type": "integrated_gradients_abs"}),
+    "fgadahat_lrp_captum": (FGAdaHAT, {"importance_type": "lrp_abs"}),
+}
+EPOCHS = 3
+
+
+def _train(method: str) -> tuple[StepCounter, dict[str, torch.Tensor]]:
+    strategy_class, settings = METHODS[method]
+    set_seed(0)
+    benchmark = permuted_digits(2, seed=1)
+    model = HATMLP(64, (128, 128))
+    counter = StepCounter(task=1, epochs=EPOCHS)
+    strategy = strategy_class(model=model, optimizer=torch.optim.Adam(model.parameters(), lr=1e-3),
+                              train_mb_size=64, train_epochs=EPOCHS, evaluator=quiet(), plugins=[counter], **settings)
+    for experience in benchmark.train_stream:
+        strategy.train(experience)
+    return counter, {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+@pytest.fixture(scope="module")
+def runs():
+    """``{method: {"flushed"/"unflushed": (counter, final state)}}``, trained once per module (one
+    torch thread: the counts and states do not depend on how matmuls are split)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        results = {}
+        for method in METHODS:
+            with unflushed():
+                before = _train(method)
+            results[method] = {"unflushed": before, "flushed": _train(method)}
+    finally:
+        torch.set_num_threads(threads)
+    return results
+
+
+@pytest.mark.parametrize("method", list(METHODS))
+def test_unflushed_step_produces_subnormals_where_the_flushed_one_produces_none(runs, method):
+    before, _ = runs[method]["unflushed"]
+    after, _ = runs[method]["flushed"]
+    assert before.steps == after.steps == COUNTED_ITERATIONS
+    # the case does produce them with nothing flushed (the test would fail on the earlier code) ...
+    assert before.total > 1000, dict(before.by_site)
+    sites = {op for _, op in before.by_site}
+    assert {"aten.mm.default", "aten.addcmul_.default"} <= sites  # weight gradients, Adam's second moment
+    assert before.gradients > 0 and before.optimizer_state > 0
+    # ... and none with H16, anywhere in the step
+    assert after.total == 0, dict(after.by_site)
+    assert after.gradients == 0, "a gradient handed to the optimizer is subnormal"
+    assert after.optimizer_state == 0, "the optimizer's state holds a subnormal"
+    assert after.model_state == 0, "a parameter or buffer of the model is subnormal"
+
+
+@pytest.mark.parametrize("method", list(METHODS))
+def test_flushing_changes_no_stored_mask_and_no_parameter_beyond_the_bound(runs, method):
+    _, before = runs[method]["unflushed"]
+    _, after = runs[method]["flushed"]
+    assert before.keys() == after.keys()
+    for key in before:
+        if key.endswith(("task_masks", "cumulative", "summative", "task_positions")):
+            assert torch.equal(before[key], after[key]), key
+        elif before[key].is_floating_point():
+            difference = (before[key] - after[key]).abs().max().item() if before[key].numel() else 0.0
+            assert difference <= PARAMETER_BOUND, (key, difference)
+
+
+# ---------------------------------------------------------------- the pieces
+def test_gate_is_torch_sigmoid_bit_for_bit_but_zero_below_the_floor_and_raised_below_the_minimum():
+    embedding = torch.linspace(-0.6, 0.6, 20001)
+    for scale in (1 / 400, 1.0, 57.3, 400.0):
+        e = embedding.clone().requires_grad_(True)
+        reference = embedding.clone().requires_grad_(True)
+        upstream = torch.randn(embedding.shape, generator=torch.Generator().manual_seed(0))
+        mask, expected = soft_mask(e, scale), torch.sigmoid(scale * reference)
+        mask.backward(upstream)
+        expected.backward(upstream)
+        sigma = expected.detach()
+        kept, raised = sigma >= MASK_FLOOR, (sigma >= MASK_FLOOR) & (sigma < KEPT_MASK_MINIMUM)
+        assert torch.equal(mask[kept & ~raised], sigma[kept & ~raised])
+        assert (mask[raised] == KEPT_MASK_MINIMUM).all() and (mask[~kept] == 0).all()
+        # the gradient is σ's, bit for bit, wherever the unit is kept (raised or not); 0 where flushed
+        assert torch.equal(e.grad[kept], reference.grad[kept]) and (e.grad[~kept] == 0).all()
+        assert count_subnormal(mask) == count_subnormal(e.grad) == 0
+    sigma = torch.sigmoid(400.0 * embedding)
+    assert (sigma < MASK_FLOOR).any() and ((sigma >= MASK_FLOOR) & (sigma < KEPT_MASK_MINIMUM)).any()
+
+
+def test_gate_gradient_that_would_be_subnormal_is_zero_and_none_is_computed():
+    # σ(400·(−0.17)) = 3.4e-30 (kept); σ(0) = 0.5 with s = 1/400: ∂L/∂e = g · 0.25 · 0.0025
+    e = torch.tensor([-0.17, -0.17, 0.0, 0.0], requires_grad=True)
+    scales = (400.0, 400.0, 1 / 400, 1 / 400)
+    upstream = (1e-10, 1.0, 2e-36, 1e-30)
+    grads = []
+    for index, (scale, g) in enumerate(zip(scales, upstream)):
+        e.grad = None
+        with SubnormalCounter() as counter:
+            soft_mask(e[index:index + 1], scale).backward(torch.tensor([g]))
+        assert counter.total == 0
+        grads.append(e.grad[index].item())
+    assert grads[0] == 0.0  # 1e-10 · 3.4e-30 = 3.4e-40: subnormal
+    assert grads[1] == pytest.approx(400 * 3.4e-30, rel=0.05)
+    assert grads[2] == 0.0  # 2e-36 · 0.25 · 0.0025 = 1.3e-39: subnormal
+    assert grads[3] == pytest.approx(1e-30 * 0.25 / 400, rel=1e-6)
+
+
+def test_compensation_zeroes_only_what_would_fall_below_the_gradient_floor():
+    e = torch.tensor([0.1, 0.1, -0.3], requires_grad=True)
+    e.grad = torch.tensor([1.0, 1e-33, 1e-20])
+    expected = e.grad.clone()
+    with SubnormalCounter() as counter:
+        compensate_embedding_gradient_(e, 400.0, 400.0, 50.0)
+    numerator = torch.cosh(torch.clamp(400.0 * e.detach(), -50.0, 50.0)) + 1
+    factor = numerator / (torch.cosh(e.detach()) + 1)
+    assert counter.total == 0
+    assert e.grad[0] == expected[0] * factor[0]  # kept: bit for bit the unflushed product
+    assert e.grad[1] == 0  # 1e-33 · 5.9e16 = 5.9e-17 < GRADIENT_FLOOR
+    assert e.grad[2] == expected[2] * factor[2]  # 1e-20 · 1.3e21: amplified, kept
+
+
+def test_product_below_never_forms_the_product_and_keeps_exactly_the_large_enough():
+    a = torch.tensor([1e-20, 1e-20, 3.0, 1e-30, 1e-30, 0.0, 2e-38])
+    b = torch.tensor([1e-5, 1e-3, 0.0, 1e30, 1e10, 1.0, 4.0])
+    with SubnormalCounter() as counter:
+        below = product_below(a, b, 1e-24)
+    assert counter.total == 0
+    exact = (a.double() * b.double()).abs() < 1e-24
+    assert below.tolist() == exact.tolist() == [True, False, True, False, False, True, True]
+
+
+def test_flush_gradients_zeroes_at_most_the_floor_and_keeps_every_other_bit():
+    param = torch.nn.Parameter(torch.zeros(6))
+    values = [1e-17, -1e-16, 2e-16, -3.0, 1e-39, float("nan")]
+    param.grad = torch.tensor(values)
+    expected = torch.tensor(values)
+    flush_gradients_([param])
+    assert param.grad[[0, 1, 4]].tolist() == [0.0, 0.0, 0.0]
+    assert torch.equal(param.grad[2:4], expected[2:4]) and torch.isnan(param.grad[5])
+    assert GRADIENT_FLOOR == 1e-16
+
+
+def test_normalisation_with_flush_equals_the_plain_one_except_below_the_floors():
+    x = torch.tensor([0.0, 1e-31, 2e-30, 0.5, 1.0])
+    plain, flushed = min_max_normalize_all([x])[0], min_max_normalize_all([x], flush=True)[0]
+    assert flushed[:3].tolist() == [0.0, 0.0, 0.0]  # 1e-31: raw below 1e-30; 2e-30 / (1 + 1e-8): below 1e-20
+    assert torch.equal(flushed[3:], plain[3:])
+    # raw values one float32 spacing apart (9.4e-38 at 1e-30) under a span of 1e3: 1e-40 unflushed
+    close = torch.tensor([1e-30, 1e-30, 1e3])
+    close[1] = torch.nextafter(close[0], torch.tensor(1.0))
+    assert count_subnormal(min_max_normalize_all([close])[0]) == 1
+    with SubnormalCounter() as counter:
+        min_max_normalize_all([close, torch.tensor([5e-38, 6e-38])], flush=True)
+    assert counter.total == 0
+    assert STEP_IMPORTANCE_FLOOR == 1e-20
+
+
+def test_counter_counts_written_elements_once_and_skips_views_and_uninitialised_memory():
+    a = torch.full((4,), 1e-20)
+    grads = [torch.full((3,), 1e-20)]
+    with SubnormalCounter() as counter:
+        product = a * a  # 4 written
+        product.t().view(2, 2)  # views: nothing written
+        a.mul_(1e-19)  # in place: 4 written
+        torch._foreach_mul_(grads, 1e-19)  # list in place: 3 written
+        torch.empty(1000)  # whatever the memory held is not a computed value
+        torch.mul(torch.ones(2), 1e-39, out=torch.empty(2))  # out=: 2 written
+    assert counter.total == 13
+    assert counter.by_op["aten.mul.Tensor"] == 4 and counter.by_op["aten._foreach_mul_.Scalar"] == 3
+    assert all(node is None for node, _ in counter.by_site)
+    x = torch.tensor([1.0], requires_grad=True)
+    with SubnormalCounter() as counter:
+        (x * 1e-20).backward(torch.tensor([1e-20]))  # backward: 1e-40, inside MulBackward0
+    assert counter.by_site == {("MulBackward0", "aten.mul.Tensor"): 1}
+    assert counter.count_at({("MulBackward0", "aten.mul.Tensor")}) == 1
