@@ -64,3 +64,16 @@ def test_baselines_get_one_head_over_all_classes_without_task_labels():
     assert isinstance(model, PlainSingleHead) and model.classifier.out_features == 10
     labelled = build_model(resolve_strategy("naive"), PRESETS["digits"].settings(hidden_sizes=(16,)))
     assert isinstance(labelled, PlainMultiHead)
+
+
+def test_a_run_label_is_resolved_again_where_the_run_executes():
+    """Ray workers and tuning trials resolve a run from its label: ``hat@entropy`` and
+    ``replay:500`` keep their score and memory there (the preset's labels are not rechecked)."""
+    from avalanche_fgadahat.experiments.executors import RunTask, settings_overrides
+
+    settings = PRESETS["digits_ci"].settings(hidden_sizes=(16,))
+    for name in ("hat", "fgadahat:icu@energy", "replay:500", "naive"):
+        resolved = resolve_strategy(name, task_labels=False)
+        again = RunTask.of(settings, resolved, 1).strategy()
+        assert (again.label, dict(again.settings)) == (resolved.label, dict(resolved.settings))
+        assert settings_overrides(resolved) == {}

@@ -61,12 +61,12 @@ class RunTask:
 
     def strategy(self) -> ResolvedStrategy:
         """The strategy, resolved from its name and overrides."""
-        return resolve_strategy(self.label, dict(self.overrides))
+        return resolve_strategy(self.label, dict(self.overrides), task_labels=None)
 
 
 def settings_overrides(strategy: ResolvedStrategy) -> dict[str, Any]:
     """The settings of ``strategy`` that differ from those its name resolves to."""
-    defaults = resolve_strategy(strategy.label).settings
+    defaults = resolve_strategy(strategy.label, task_labels=None).settings
     return {key: value for key, value in strategy.settings.items() if key not in defaults or defaults[key] != value}
 
 

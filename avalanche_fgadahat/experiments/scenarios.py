@@ -53,8 +53,9 @@ def with_memory(resolved: ResolvedStrategy, size: int | None) -> ResolvedStrateg
     return replace(resolved, label=f"{resolved.base}:{size}", settings=MappingProxyType(settings))
 
 
-def with_task_inference(resolved: ResolvedStrategy, score: str | None, task_labels: bool) -> ResolvedStrategy:
-    """``resolved`` for a preset with or without task labels (see module doc).
+def with_task_inference(resolved: ResolvedStrategy, score: str | None, task_labels: bool | None) -> ResolvedStrategy:
+    """``resolved`` for a preset with or without task labels (see module doc); ``task_labels=None``:
+    a run's label resolved again (on a Ray worker, for tuning): its score, if any, is applied as is.
 
     :raises ValueError: a score on a preset with task labels, a score on a baseline, an unknown
         score, or PackNet without task labels.
@@ -63,10 +64,12 @@ def with_task_inference(resolved: ResolvedStrategy, score: str | None, task_labe
     from ..task_inference import DEFAULT_TASK_SCORE, TASK_SCORES
 
     hat_family = resolved.spec.family == "hat"
+    if task_labels is None and score is None:
+        return resolved
     if score is not None and not hat_family:
         raise ValueError(f"strategy {resolved.label}@{score}: only the HAT family infers tasks; name the "
                          f"baseline without '@'")
-    if task_labels:
+    if task_labels is True:
         if score is not None:
             raise ValueError(f"strategy {resolved.label}@{score}: this preset gives task labels, so no task is "
                              "inferred; name it without '@', or use a preset without task labels (digits_ci, "

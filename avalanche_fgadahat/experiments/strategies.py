@@ -78,9 +78,11 @@ def _resolve_importance(query: str):
     raise ValueError(f"fgadahat importance {query!r} is not registered; accepted: {', '.join(accepted)}")
 
 
-def resolve_strategy(name: str, overrides: Mapping[str, Any] | None = None, task_labels: bool = True) -> ResolvedStrategy:
+def resolve_strategy(name: str, overrides: Mapping[str, Any] | None = None,
+                     task_labels: bool | None = True) -> ResolvedStrategy:
     """Resolve a strategy name (see module doc); ``overrides`` replace settings by key;
-    ``task_labels``: whether the preset gives them (``scenarios.py``: ``hat@entropy``, ``replay:500``)."""
+    ``task_labels``: whether the preset gives them (``scenarios.py``: ``hat@entropy``, ``replay:500``);
+    ``None`` resolves a run's label again as it is (Ray workers, tuning)."""
     if not isinstance(name, str):
         raise ValueError(f"strategy name must be a string, got {name!r}")
     name, score = split_score(name)

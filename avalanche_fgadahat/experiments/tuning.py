@@ -81,7 +81,7 @@ def _trial(config: dict[str, Any], task: RunTask, threads: int, benchmark: Any) 
     from ray import tune
 
     torch.set_num_threads(threads)
-    strategy = resolve_strategy(task.label, {**task.overrides, **config})
+    strategy = resolve_strategy(task.label, {**task.overrides, **config}, task_labels=None)
     benchmark = resolve_benchmark(benchmark)
     result = run_in_memory(task.settings, strategy, task.seed, benchmark)
     sizes = stream_sizes(benchmark)
@@ -249,7 +249,8 @@ def tuned_strategies(strategies: Sequence[ResolvedStrategy], records: Mapping[st
         if best is None:
             tuned.append(strategy)
         else:
-            tuned.append(resolve_strategy(strategy.label, {**settings_overrides(strategy), **best["settings"]}))
+            tuned.append(resolve_strategy(strategy.label, {**settings_overrides(strategy), **best["settings"]},
+                                          task_labels=None))
     return tuned
 
 
