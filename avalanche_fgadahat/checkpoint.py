@@ -55,7 +55,6 @@ from typing import Any, TypeVar
 from avalanche import checkpointing as _avalanche
 from avalanche.training.determinism.rng_manager import RNGManager
 
-from .models.conversion import to_hat
 from .models.heads import check_state_dict_fits
 from .plugins.checks import find_hat_plugin, unwrap_hat_model
 from .plugins.hat import ExperiencePhase, HATPlugin
@@ -192,8 +191,7 @@ def _check_compatible(strategy: Any, loaded: Any, fname: str) -> None:
             "started with, or use another checkpoint path"
         )
     # a plain network (Naive + a HAT plugin, not converted before its first train()): compare its conversion
-    inference = getattr(mine.config, "task_inference", None)
-    model = unwrap_hat_model(to_hat(strategy.model, task_incremental_heads=inference is not None))
+    model = unwrap_hat_model(mine.hat_network(strategy.model))
     saved = unwrap_hat_model(loaded.model)
     if type(model) is not type(saved):
         raise ValueError(

@@ -25,7 +25,6 @@ from torch.nn import CrossEntropyLoss, Module
 from torch.optim import Optimizer
 
 from .models.base import MixedTaskBatchError
-from .models.conversion import to_hat
 from .plugins.adahat import AdaHATPlugin
 from .plugins.checks import (
     check_no_task_mixing,
@@ -110,9 +109,8 @@ class _HATFamilyStrategy(SupervisedTemplate):
         plugins: Sequence[BasePlugin] | None,
         template_kwargs: dict[str, Any],
     ) -> None:
-        inference = plugin.config.task_inference
-        model = to_hat(model, task_incremental_heads=inference is not None)  # one head per task for task inference
-        model.set_task_inference(inference)  # a shared head is refused here, before anything trains
+        model = plugin.hat_network(model)
+        model.set_task_inference(plugin.config.task_inference)  # a shared head is refused here, before training
         extra = find_hat_plugins(plugins or [])
         if extra:
             raise ValueError(

@@ -79,12 +79,9 @@ class HATBackbone(TaskInferenceMixin, MultiTaskModule):
         """Register embeddings, buffers and head (``head``, or Avalanche's multi-head / incremental
         classifier of ``feature_size`` inputs); check that every layer is supported."""
         self.unit_sizes = dict(unit_sizes)
-        self.param_layouts = list(layouts)
+        self._set_layouts(layouts)
         self.feature_size = feature_size
         self.unit_keys = list(self.unit_sizes)
-        #: ``{unit group: trailing (spatial) dims of its layers' outputs}`` (0 ``nn.Linear``, 1
-        #: ``nn.Conv1d``, 2 ``nn.Conv2d``): the gate needs no shape test, so ``torch.fx`` traces it
-        self.gate_extra_dims = {layout.out_key: layout.weight.dim() - 2 for layout in self.param_layouts}
         self.task_embeddings = nn.Parameter(torch.randn(sum(self.unit_sizes.values())))
         self.unit_state = nn.ModuleDict({k: UnitGroupState(n) for k, n in self.unit_sizes.items()})
         self.register_buffer("task_positions", torch.zeros(0, dtype=torch.long))
@@ -97,6 +94,13 @@ class HATBackbone(TaskInferenceMixin, MultiTaskModule):
         else:
             self.classifier = IncrementalClassifier(feature_size)
         self._check_supported_layers()
+
+    def _set_layouts(self, layouts: Sequence[ParamLayout]) -> None:
+        """Hold ``layouts`` and what is derived from them: ``gate_extra_dims``, ``{unit group: trailing
+        (spatial) dims of its layers' outputs}`` (0 ``nn.Linear``, 1 ``nn.Conv1d``, 2 ``nn.Conv2d``; the
+        gate needs no shape test, so ``torch.fx`` traces it)."""
+        self.param_layouts = list(layouts)
+        self.gate_extra_dims = {layout.out_key: layout.weight.dim() - 2 for layout in self.param_layouts}
 
     def _check_supported_layers(self) -> None:
         """``TypeError`` naming a parameter-bearing layer no mask covers (``layer_checks.py``)."""
@@ -201,7 +205,7 @@ class HATBackbone(TaskInferenceMixin, MultiTaskModule):
         state.setdefault("training_step", None)
         super().__setstate__(state)
         if "gate_extra_dims" not in self.__dict__:
-            self.gate_extra_dims = {layout.out_key: layout.weight.dim() - 2 for layout in self.param_layouts}
+            self._set_layouts(self.param_layouts)
 
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
         """PyTorch's ``load_state_dict`` after a shape check that changes nothing on failure.

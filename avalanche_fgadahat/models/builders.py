@@ -62,6 +62,5 @@ class BuiltHATModel(ConvertedHATModel):
         super().__setstate__(state)
         masked = masked_body_of(network, unit_names=self.unit_names(network), fold_conv_masks=self.FOLD_CONV_MASKS)
         self._modules = {"body": masked.body, **self._modules}  # the layers first, as a new model has them
-        self.param_layouts = masked.layouts
-        self.gate_extra_dims = {layout.out_key: layout.weight.dim() - 2 for layout in self.param_layouts}
+        self._set_layouts(masked.layouts)
         self.source = type(self).__name__

@@ -170,13 +170,14 @@ class HATPlugin(HATFamilyPlugin, ConfiguredSettings, SupervisedPlugin):
         """With task inference, warn once per stream label that the evaluation's labels are ignored."""
         self.assignment.check_evaluation(strategy.experience)
 
+    def hat_network(self, model) -> HATBackbone:
+        """``model``'s HAT network (``to_hat``, same parameters; one head per task with ``task_inference``)."""
+        return to_hat(model, task_incremental_heads=self.config.task_inference is not None)
+
     def _convert_model(self, strategy) -> None:
-        """A plain ``strategy.model`` becomes its HAT network (``to_hat``: same parameter objects;
-        the task embeddings reach the optimizer at Avalanche's optimizer update, as new heads do;
-        one head per task with ``task_inference``), in the plugin's task-inference mode."""
-        inference = self.config.task_inference
-        strategy.model = to_hat(strategy.model, task_incremental_heads=inference is not None)
-        unwrap_hat_model(strategy.model).set_task_inference(inference)
+        """``strategy.model`` becomes :meth:`hat_network` (embeddings join the optimizer as new heads do)."""
+        strategy.model = self.hat_network(strategy.model)
+        unwrap_hat_model(strategy.model).set_task_inference(self.config.task_inference)
 
     # ------------------------------------------------------------------ per experience
     def before_train_dataset_adaptation(self, strategy, **kwargs) -> None:
