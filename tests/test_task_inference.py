@@ -24,7 +24,7 @@ from avalanche_fgadahat import HAT, AdaHAT, FGAdaHAT, HATPlugin, set_seed
 from avalanche_fgadahat.data import permuted_digits, split_digits
 from avalanche_fgadahat.metrics import task_identification_accuracy
 from avalanche_fgadahat.models import HATMLP, HATResNet18
-from avalanche_fgadahat.task_inference import TASK_SCORES, infer_tasks
+from avalanche_fgadahat.task_inference import LOGIT_SCORES, TASK_SCORES, infer_tasks
 from avalanche_fgadahat.task_inference import inference as inference_module
 from avalanche_fgadahat.task_inference.adaptation import adapt_relabeled
 
@@ -46,7 +46,7 @@ def test_scores_equal_hand_computations():
                                                                         math.log(e + e ** -1)]))
 
 
-@pytest.mark.parametrize("name", sorted(TASK_SCORES))
+@pytest.mark.parametrize("name", sorted(LOGIT_SCORES))
 def test_classes_outside_the_head_s_task_change_no_score(name):
     """Avalanche masks a head's unseen classes with −1000: the score is the score of the task's own classes."""
     own = torch.tensor([[1.5, -0.5, 0.25]])
@@ -76,7 +76,7 @@ def _two_task_network(score: str = "entropy") -> HATMLP:
     return model.eval()
 
 
-@pytest.mark.parametrize("score", sorted(TASK_SCORES))
+@pytest.mark.parametrize("score", sorted(LOGIT_SCORES))
 def test_the_confident_task_answers_in_global_class_ids(score):
     model = _two_task_network(score)
     x = torch.tensor([[1.0, 0.0], [0.0, 1.0], [2.0, 0.0]])

@@ -55,6 +55,7 @@ from .heads import check_state_dict_fits, restore_heads_, restore_per_task_modul
 from .state import UnitGroupState
 from .task_embeddings import TASK_EMBEDDING_INITIALIZERS, MixedTaskBatchError, UntrainedTaskWarning
 from .training_step import TrainingStep
+from ..task_inference.feature_statistics import task_statistics_of
 from ..task_inference.model_mode import TaskInferenceMixin
 
 __all__ = ["HATBackbone", "MixedTaskBatchError", "TASK_EMBEDDING_INITIALIZERS", "UntrainedTaskWarning"]
@@ -221,6 +222,8 @@ class HATBackbone(TaskInferenceMixin, MultiTaskModule):
             self.task_positions = torch.zeros_like(saved)
         restore_heads_(self, state_dict, prefix)
         restore_per_task_modules_(self, state_dict, prefix)
+        if any(k.startswith(prefix + "task_statistics.") for k in state_dict):
+            task_statistics_of(self, create=True)  # the saved mahalanobis statistics (sized by their loader)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     # ------------------------------------------------------------------ forward

@@ -127,6 +127,10 @@ def check_state_dict_fits(model, state_dict: Mapping[str, torch.Tensor]) -> None
             if key.endswith("classifier.weight") and value.dim() == 2 and saved[1] != model.feature_size:
                 problems.append(f"{key} takes {saved[1]} features, here {model.feature_size}")
             continue
+        if key.startswith("task_statistics."):
+            if key.endswith("means") and value.dim() == 3 and saved[2] != model.feature_size:
+                problems.append(f"{key} holds {saved[2]} features, here {model.feature_size}")
+            continue
         if key == "task_positions" or key not in own:
             continue
         mine = tuple(own[key].shape)

@@ -21,7 +21,8 @@ Callback → work:
 * ``after_backward``: flush gradients below ``1e-16`` to 0 (``docs/deviations.md`` H16); multiply
   masked-layer gradients by the rule's rates (Eq. 2 for ``hat``); compensate the embedding gradients (Eq. 4).
 * ``after_update``: optionally clamp the embeddings to ``±embedding_clamp``.
-* ``after_training_exp``: store the binary mask ``1[e > 0]``; update ``M`` and ``S``.
+* ``after_training_exp``: store the binary mask ``1[e > 0]``; update ``M`` and ``S``; the
+  ``mahalanobis`` task inference's feature statistics of the task (one pass over its data).
 
 All HAT state lives in the model (:class:`~avalanche_fgadahat.models.HATBackbone`); the
 plugin holds the settings, the experience's phase and per-experience tensors derived from it.
@@ -92,8 +93,7 @@ class HATPlugin(HATFamilyPlugin, ConfiguredSettings, SupervisedPlugin):
         self._num_batches = 1
         self._regularizer: MaskSparsityRegularizer | None = None
         self._experience_start: ModelSnapshot | None = None
-        self._start_embeddings: torch.Tensor | None = None
-        self._previous_cumulative: dict[str, torch.Tensor] = {}
+        self._start_embeddings, self._previous_cumulative = None, {}
         self.assignment = TaskAssignment(self.config.task_inference)
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -221,14 +221,14 @@ class HATPlugin(HATFamilyPlugin, ConfiguredSettings, SupervisedPlugin):
         return False
 
     def after_training_exp(self, strategy, **kwargs) -> None:
-        """End of an experience: store ``1[e > 0]`` as the task's mask and update ``M`` and
-        ``S`` (HAT Sec. 2.1), run the subclass's end-of-task work, close the training step,
-        then compute the :class:`~avalanche_fgadahat.diagnostics.ExperienceReport`
-        (``last_report``; its warnings are issued at the end of ``train()``)."""
+        """End of an experience: store ``1[e > 0]`` as the task's mask, update ``M`` and ``S`` (HAT
+        Sec. 2.1), the subclass's end-of-task work, close the training step, task statistics, then
+        the :class:`~avalanche_fgadahat.diagnostics.ExperienceReport` (``last_report``; warned after ``train()``)."""
         model = unwrap_hat_model(strategy.model)
         model.commit_task(self.task)
         self._finish_experience(strategy, model)
         model.end_training()
+        model.store_task_statistics(strategy.experience.dataset, self.task, strategy.eval_mb_size, strategy.device)
         self._experience_start = None
         self.phase = ExperiencePhase.FINISHING
         self.last_report = diagnose(model, self.task, self._start_embeddings, self._previous_cumulative,

@@ -7,7 +7,10 @@ scored by how confident its head is (:data:`~.scores.TASK_SCORES`), and the answ
 confident task's prediction, in global class ids (task-identity prediction × within-task
 prediction; Kim et al., "A theoretical study on solving continual learning", NeurIPS 2022).
 
-* :mod:`.scores`: the confidence scores (``max_softmax``, ``entropy``, ``energy``);
+* :mod:`.scores`: the confidence scores (``max_softmax``, ``entropy``, ``energy`` on a head's
+  logits; ``mahalanobis`` on the masked features);
+* :mod:`.feature_statistics`: the per-task class means and covariance ``mahalanobis`` reads,
+  stored after each task's training;
 * :mod:`.inference`: the batched forward over the trained tasks and the choice
   (:func:`~.inference.infer_tasks`, :class:`~.inference.TaskInference`);
 * :mod:`.adaptation`: training experiences become HAT tasks in training order whatever their
@@ -17,7 +20,9 @@ Turned on by ``task_inference="<score>"`` on the strategies and plugins; the met
 :func:`~avalanche_fgadahat.metrics.task_identification_accuracy`.
 """
 
+from .feature_statistics import TaskFeatureStatistics, collect_task_statistics
 from .inference import TaskInference, infer_tasks
-from .scores import DEFAULT_TASK_SCORE, TASK_SCORES
+from .scores import DEFAULT_TASK_SCORE, FEATURE_SCORES, LOGIT_SCORES, TASK_SCORES
 
-__all__ = ["DEFAULT_TASK_SCORE", "TASK_SCORES", "TaskInference", "infer_tasks"]
+__all__ = ["DEFAULT_TASK_SCORE", "FEATURE_SCORES", "LOGIT_SCORES", "TASK_SCORES", "TaskFeatureStatistics",
+           "TaskInference", "collect_task_statistics", "infer_tasks"]

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 import torch
 
 from ..models.per_task_norm import PerTaskNorm
+from .feature_statistics import TaskFeatureStatistics, task_statistics_of
+from .scores import FEATURE_SCORES
 
 #: the most samples (batch × tasks) one stacked pass holds; more are split into several passes
 MAX_STACKED_ROWS = 16384
@@ -61,7 +63,8 @@ def infer_tasks(model, x: torch.Tensor, tasks: Sequence[int],
     :param model: a :class:`~avalanche_fgadahat.models.HATBackbone` with one head per task.
     :param x: inputs ``(B, ...)``.
     :param tasks: candidate task labels (each has masks: stored, or the task in training).
-    :param score: a :data:`~.scores.TASK_SCORES` function.
+    :param score: a :data:`~.scores.TASK_SCORES` function (a :data:`~.scores.FEATURE_SCORES`
+        one reads ``model.task_statistics``; a task without statistics scores ``−inf``).
     :returns: the :class:`TaskInference` (ties go to the task trained first).
     """
     features = _features_per_task(model, x, tasks)
@@ -71,7 +74,11 @@ def infer_tasks(model, x: torch.Tensor, tasks: Sequence[int],
     padded = logits[0].new_full((len(tasks), x.shape[0], width), fill)
     for i, z in enumerate(logits):
         padded[i, :, : z.shape[1]] = z
-    scores = torch.stack([score(z) for z in logits])
+    if score in FEATURE_SCORES.values():
+        statistics = task_statistics_of(model) or TaskFeatureStatistics(model.feature_size).to(x.device)
+        scores = torch.stack([score(f, statistics, t) for f, t in zip(features, tasks)])
+    else:
+        scores = torch.stack([score(z) for z in logits])
     best = scores.argmax(dim=0)
     task_labels = torch.tensor(list(tasks), dtype=torch.long, device=x.device)
     rows = torch.arange(x.shape[0], device=x.device)

@@ -6,8 +6,9 @@ import torch
 
 from .._validation import check_choice
 from .adaptation import adapt_relabeled, set_automatic_adaptation
+from .feature_statistics import collect_task_statistics
 from .inference import TaskInference, infer_tasks
-from .scores import TASK_SCORES
+from .scores import FEATURE_SCORES, TASK_SCORES
 
 
 class TaskInferenceMixin:
@@ -35,6 +36,14 @@ class TaskInferenceMixin:
                                  "(to_hat(..., task_incremental_heads=True) for a single-head network)")
         self.task_inference = score
         set_automatic_adaptation(self, score is None)
+
+    def store_task_statistics(self, dataset, task: int, batch_size: int, device=None) -> None:
+        """After ``task`` is trained and its mask stored: with a :data:`~avalanche_fgadahat.
+        task_inference.scores.FEATURE_SCORES` score, one pass over its training ``dataset``
+        stores its feature statistics (:func:`~.feature_statistics.collect_task_statistics`);
+        nothing otherwise."""
+        if self.task_inference in FEATURE_SCORES:
+            collect_task_statistics(self, dataset, task, batch_size, device)
 
     def next_inference_task(self) -> int:
         """The task the next training experience becomes with task inference (training order)."""
