@@ -68,6 +68,16 @@ class HATConfig:
         ``max_softmax``, ``entropy`` or ``energy``: class-/domain-incremental, each experience is
         a new task in training order and evaluation infers each sample's task with this score
         (``docs/class_incremental.md``).
+    :param fused_step: ``False`` (default): the step's own element-wise work runs eagerly.
+        ``True``: it runs as a few functions compiled by ``torch.compile`` — the gradient flush,
+        rates and embedding-gradient compensation after the backward pass
+        (``adjustment/gradient_step.py``), FG-AdaHAT's importance normalisation and accumulation
+        after the update — fewer kernel launches, the same numbers bit for bit
+        (``tests/test_fused_step.py``; ``docs/benchmark.md``, "Fused step"). The gate σ(s·e)
+        stays eager (a compiled σ differs by up to two float32 ulps). Compile time, seconds on a
+        CPU, is paid on the first training step of each network in each process, so short runs
+        may lose time; without a working compiler it warns (``FusedStepWarning``) and runs eagerly.
+        ``True`` or ``False`` only.
     :raises ValueError: on any value outside the accepted ones (the message names it).
     """
 
@@ -85,6 +95,7 @@ class HATConfig:
     check_finite_loss: bool = True
     diagnostics: LearningDiagnostics | None = LearningDiagnostics()
     task_inference: str | None = None
+    fused_step: bool = False
 
     def __post_init__(self) -> None:
         check_choice("adjustment_mode", self.adjustment_mode, self.ADJUSTMENT_MODES)
@@ -100,6 +111,7 @@ class HATConfig:
         if self.embedding_clamp is not None:
             check_number("embedding_clamp", self.embedding_clamp, minimum=0.0, strict_minimum=True)
         check_flag("check_finite_loss", self.check_finite_loss)
+        check_flag("fused_step", self.fused_step)
         if self.diagnostics is not None and not isinstance(self.diagnostics, LearningDiagnostics):
             raise ValueError(f"diagnostics must be a LearningDiagnostics or None, got {self.diagnostics!r}")
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The CUDA tables of docs/benchmark.md in one go, on a GPU machine:
-#     benchmarks/cuda_suite.sh OUTDIR [PART ...]     PART: mlp alexnet attribution check (default: all)
+#     benchmarks/cuda_suite.sh OUTDIR [PART ...]     PART: mlp alexnet attribution check (default: these), fused
 # (PYTHON=... chooses the interpreter.) Writes step_time_cuda_{mlp,alexnet}.md,
 # attribution_cuda_{mlp,alexnet,alexnet_fa}.md and device_check_cuda.md into OUTDIR. Each
 # script runs under its own time limit, so one slow table does not take the others with it.
@@ -26,6 +26,11 @@ for part in $parts; do
       run 45 attribution_cost.py --device cuda --setting alexnet --repeats 1 --importance feature_ablation_abs \
         --out "$out/attribution_cuda_alexnet_fa.md" ;;
     check) run 150 device_check.py --device cuda --out "$out/device_check_cuda.md" ;;
-    *) echo "unknown part $part (mlp alexnet attribution check)"; exit 2 ;;
+    # not in the default parts: fused_step=True next to eager (MLP, in-pass types), and its identity test on CUDA
+    fused) run 240 step_time.py --device cuda --setting mlp --rounds 5 --iterations 100 --optimizer adam adam-fused \
+           --importance in-pass --count-iterations 0 --fused --out "$out/step_time_cuda_mlp_fused.md"
+      (cd .. && timeout 240 "$py" -m pytest -q tests/test_fused_step.py -k cuda) > "$out/fused_identity_cuda.txt" 2>&1 \
+        || echo "== fused identity test failed: see $out/fused_identity_cuda.txt" ;;
+    *) echo "unknown part $part (mlp alexnet attribution check fused)"; exit 2 ;;
   esac
 done

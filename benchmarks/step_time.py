@@ -18,9 +18,16 @@ Primary measure: torch's default thread count and wall time (what a user gets); 
 names the CPU model. ``--threads 1`` and ``--clock cpu`` (process CPU time, robust on a
 shared machine) are secondary views. Writes a Markdown table.
 
+``--fused`` adds, after each HAT-family method, the same method with ``fused_step=True`` (rows
+``<method> (fused)``: the step's element-wise work compiled by ``torch.compile``, the same numbers;
+``docs/benchmark.md``, "Fused step"). Its compile time falls in the untimed warm-up experience;
+the table's notes give every method's warm-up experience time, compilation included.
+
     python benchmarks/step_time.py --setting mlp --out docs/benchmarks/step_time_cpu_mlp.md
     python benchmarks/step_time.py --setting mlp --threads 1 --clock cpu --out docs/benchmarks/step_time_cpu_mlp_1thread.md
     python benchmarks/step_time.py --device cuda --setting all --count-iterations 0 --out docs/benchmarks/step_time_cuda.md
+    python benchmarks/step_time.py --setting mlp --rounds 3 --iterations 100 --importance icu --fused \
+        --out docs/benchmarks/step_time_cpu_mlp_fused.md
 
 ``Naive`` trains a plain (unmasked) multi-head network of the same shape: the HAT family's
 overhead is measured against what a user would otherwise run. Models, strategies and their
@@ -86,6 +93,27 @@ class InMemoryData(SupervisedPlugin):
 
 
 MEASURED_ITERATION = "measured_iteration"
+#: label suffix of a method trained with ``fused_step=True``
+FUSED = " (fused)"
+
+
+def with_fused(names: list[str]) -> list[str]:
+    """``names`` with each HAT-family method followed by its ``fused_step=True`` twin."""
+    return [variant for name in names for variant in ([name] if name == "Naive" else [name, name + FUSED])]
+
+
+def use_fused_step(strategy) -> None:
+    """Give ``strategy`` its HAT-family plugin rebuilt with ``fused_step=True`` (what a user gets
+    by passing ``fused_step=True``: the harness builds its strategies with the defaults)."""
+    from avalanche_fgadahat.plugins.hat import HATPlugin
+
+    for index, plugin in enumerate(strategy.plugins):
+        if isinstance(plugin, HATPlugin):
+            twin = type(plugin)(plugin.config.replace(fused_step=True))
+            twin.warn_in_after_training = plugin.warn_in_after_training
+            strategy.plugins[index] = twin
+            return
+    raise ValueError("no HAT-family plugin to fuse")
 
 
 def cpu_iteration_peak(trace_file: str) -> int:
@@ -216,8 +244,9 @@ class StepSubnormals(SupervisedPlugin):
 
 def run_setting(setting: str, device: torch.device, rounds: int, iterations: int, importance_types: list[str],
                 slow_iterations: int, clock: str = "wall", optimizer: str = "adam",
-                count_iterations: int = 3) -> list[dict]:
-    """Rows of the table for one setting and optimizer (see module doc for the rounds)."""
+                count_iterations: int = 3, fused: bool = False) -> list[dict]:
+    """Rows of the table for one setting and optimizer (see module doc for the rounds); ``fused``:
+    each HAT-family method also with ``fused_step=True``."""
     shape, batch_size, _, _ = SETTINGS[setting]
     phases = ["warm-up", *["timed"] * rounds, *(["memory"] if device.type == "cpu" else []),
               *(["count"] if count_iterations > 0 else [])]
@@ -232,13 +261,17 @@ def run_setting(setting: str, device: torch.device, rounds: int, iterations: int
     stream = tensors_benchmark(train_tensors=tiny, test_tensors=tiny, task_labels=list(range(n_tasks))).train_stream
     from avalanche_fgadahat.importance.registry import find_importance_type
 
-    state, experience_times, slow = {}, {}, set()
-    for name in method_names(importance_types):
+    state, experience_times, warmup_times, slow = {}, {}, {}, set()
+    names = method_names(importance_types)
+    for name in with_fused(names) if fused else names:
         timer = IterationTimer(device, CLOCKS[clock])
         counter = StepSubnormals(count_iterations)
         data = InMemoryData(batches)
-        strategy = build_method(name, setting, device, optimizer, [data, timer, counter])
-        if name not in METHODS and find_importance_type(name.split(" ", 1)[1]).extra_passes != "none":
+        base = name.removesuffix(FUSED)
+        strategy = build_method(base, setting, device, optimizer, [data, timer, counter])
+        if name != base:
+            use_fused_step(strategy)
+        if base not in METHODS and find_importance_type(base.split(" ", 1)[1]).extra_passes != "none":
             # attribution measures (extra forward/backward passes): time fewer iterations
             data.batches_per_task = {t: b[:slow_iterations] for t, b in batches.items()}
             slow.add(name)
@@ -255,6 +288,8 @@ def run_setting(setting: str, device: torch.device, rounds: int, iterations: int
             synchronize(device)
             if phase == "timed":
                 experience_times[name].append(CLOCKS[clock]() - start)
+            elif phase == "warm-up":
+                warmup_times[name] = CLOCKS[clock]() - start
         print(f"round {round_index + 1}/{len(stream)} ({phase}) done", file=sys.stderr, flush=True)
     for name, (_, _, counter) in state.items():
         if counter.total:
@@ -274,6 +309,7 @@ def run_setting(setting: str, device: torch.device, rounds: int, iterations: int
             "experience_iterations": slow_iterations if name in slow else iterations,
             "subnormals": counter.per_step(),
             "peak_mib": (max(timer.peaks) / 2**20) if timer.peaks else None,
+            "warmup_s": warmup_times[name],
         })
     hat = statistics.median(state["HAT"][1].times)
     for row in rows:
@@ -286,6 +322,18 @@ def run_setting(setting: str, device: torch.device, rounds: int, iterations: int
 
 def _number(value, spec: str) -> str:
     return "n/a" if value is None else format(value, spec)
+
+
+def _fused_notes(rows: list[dict]) -> list[str]:
+    """With ``--fused``: what the fused rows are, and every method's warm-up experience time."""
+    if not any(r["method"].endswith(FUSED) for r in rows):
+        return []
+    warmups = "; ".join(f"{r['setting']} {r['method']} {r['warmup_s']:.2f} s" for r in rows)
+    return [
+        "`(fused)`: the method with `fused_step=True` (the step's element-wise work compiled by `torch.compile`, "
+        "the same numbers bit for bit: `tests/test_fused_step.py`). Compilation happens in the untimed warm-up "
+        "experience; warm-up experience time (compilation included, same iterations): " + warmups + ".", "",
+    ]
 
 
 def to_markdown(rows: list[dict], device: torch.device, clock: str = "wall") -> str:
@@ -303,6 +351,7 @@ def to_markdown(rows: list[dict], device: torch.device, clock: str = "wall") -> 
                         if device.type == "cuda" else
                         "host memory allocated during one training iteration above what was live at its start "
                         "(the step's transients; `torch.profiler` memory events, one untimed experience)."), "",
+    ] + _fused_notes(rows) + [
         "| setting | method | median ms / iteration | × Naive | × HAT | iterations timed | s / experience "
         "| experience × Naive | subnormals / step | peak MiB | peak × Naive |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
@@ -327,6 +376,8 @@ def main() -> None:
                         help="iterations counted for subnormals at the end of one untimed experience (0: none)")
     parser.add_argument("--optimizer", choices=list(OPTIMIZERS), nargs="+", default=["adam"],
                         help="one table block per optimizer (default: adam, the reference protocol's)")
+    parser.add_argument("--fused", action="store_true",
+                        help="also time each HAT-family method with fused_step=True (rows '<method> (fused)')")
     args = parser.parse_args()
     apply_threads(args.threads)
     device = torch.device(args.device)
@@ -347,7 +398,7 @@ def main() -> None:
     for setting in settings:
         for optimizer in args.optimizer:
             rows += run_setting(setting, device, args.rounds, args.iterations, types, args.slow_iterations, clock,
-                                optimizer, args.count_iterations)
+                                optimizer, args.count_iterations, args.fused)
     emit(to_markdown(rows, device, clock), args.out)
 
 

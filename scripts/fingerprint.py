@@ -10,8 +10,12 @@ Usage::
 
     python scripts/fingerprint.py OUT.json            # record
     python scripts/fingerprint.py OUT.json --compare BEFORE.json   # record and compare
+    python scripts/fingerprint.py FUSED.json --fused-step --compare EAGER.json   # the fused step
 
 Run it before and after a change that must not move the results (``docs/architecture.md``).
+``--fused-step`` trains every configuration with ``fused_step=True`` (``docs/benchmark.md``,
+"Fused step"): compared with an eager record it must give the same fingerprints, and it fails
+if a compiled kernel fell back to eager (``FusedStepWarning``) instead of running.
 """
 
 from __future__ import annotations
@@ -124,13 +128,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("out")
     parser.add_argument("--compare", default=None)
     parser.add_argument("--only", default=None, help="substring of the configuration names to run")
+    parser.add_argument("--fused-step", action="store_true", help="train every configuration with fused_step=True")
     args = parser.parse_args(argv)
     warnings.simplefilter("ignore")
+    if args.fused_step:
+        from avalanche_fgadahat.masking.fusion import FusedStepWarning
+
+        warnings.simplefilter("error", FusedStepWarning)  # a kernel that could not compile fails the run
     torch.set_num_threads(1)
     records = {}
     for name, backbone, strategy_class, settings in configurations():
         if args.only and args.only not in name:
             continue
+        settings = {**settings, "fused_step": True} if args.fused_step else settings
         records[name] = fingerprint(backbone, strategy_class, settings)
         print(name, records[name].get("logits/2"), flush=True)
     with open(args.out, "w") as handle:

@@ -94,6 +94,21 @@ def test_out_of_range_number_names_argument_and_bound(build, name):
         build()
 
 
+@pytest.mark.parametrize(
+    "build, message",
+    [
+        (lambda: HATPlugin(check_finite_loss="false"), "check_finite_loss must be True or False, got 'false'"),
+        (lambda: HATPlugin(fused_step="yes"), "fused_step must be True or False, got 'yes'"),
+        (lambda: _hat(cls=AdaHAT, fused_step=1), "fused_step must be True or False, got 1"),
+        (lambda: _hat(cls=FGAdaHAT, filter_by_cumulative_mask=None), "filter_by_cumulative_mask must be True or False"),
+        (lambda: _hat(cls=FGAdaHAT, step_multiply_training_mask=0), "step_multiply_training_mask must be True or False"),
+    ],
+)
+def test_switch_that_is_not_a_bool_names_argument(build, message):
+    with pytest.raises(ValueError, match=message):
+        build()
+
+
 # ---------------------------------------------------------------- 3. model without masked layers
 def test_model_that_cannot_be_converted_is_refused_naming_the_layer():
     """A plain network is converted (``to_hat``); one with a layer HAT cannot mask is refused

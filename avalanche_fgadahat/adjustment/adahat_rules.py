@@ -72,6 +72,13 @@ class AdaHATRule(AdjustmentRule):
         inverse = [self.inverse_intensity(key, signals) for key in keys]
         torch._foreach_div_(grads, soft_rate_divisors(measures, inverse))
 
+    def soft_coefficients(self, keys: list[str], signals: StepSignals) -> list[torch.Tensor] | None:
+        """``1/r_l = (ε + R_l)/α`` of each key (0-d tensors), for rules with this list form;
+        ``None`` for the ablations without one (``adahat_no_sum``, ``adahat_no_reg``)."""
+        if not self.has_list_form:
+            return None
+        return [self.inverse_intensity(key, signals) for key in keys]
+
 
 class AdaHATNoSumRule(AdaHATRule):
     """``a = r_l / (t + r_l)``: the task's position ``t`` instead of ``S`` (ablation)."""

@@ -108,3 +108,10 @@ class AdjustmentRule:
                 signals: StepSignals) -> None:
         """Multiply ``grads`` by their rates in place (list form; see class doc)."""
         raise NotImplementedError
+
+    def soft_coefficients(self, keys: list[str], signals: StepSignals) -> list[torch.Tensor] | None:
+        """When the list form is ``grad ← grad / (1 + P·k)``: the ``k`` of each parameter (0-d
+        tensors; ``keys``: their output unit groups), which the fused step
+        (``adjustment/gradient_step.py``) applies in one compiled kernel. ``None`` (default):
+        the rate has no such form, and the fused step applies it eagerly."""
+        return None

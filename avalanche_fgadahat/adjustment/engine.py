@@ -26,6 +26,8 @@ from .base import AdjustmentRule, StepSignals
 
 #: ``(parameter, per-parameter measure P, output unit group)``
 Entry = tuple[torch.nn.Parameter, torch.Tensor, str]
+#: ``(parameters, rates or P, k or None)``: :meth:`RateEngine.fused_operands`
+FusedOperands = tuple[list[torch.nn.Parameter], list[torch.Tensor], list[torch.Tensor] | None]
 
 
 def groups_up_to_largest(sizes: list[int]) -> list[list[int]]:
@@ -130,6 +132,22 @@ class RateEngine:
             live = [self.entries[i] for i in group if self.entries[i][0].grad is not None]
             if live:
                 rule.adjust_([p.grad for p, _, _ in live], [m for _, m, _ in live], [k for _, _, k in live], signals)
+
+    def fused_operands(self, signals: StepSignals) -> FusedOperands | None:
+        """The rate's operands for the fused step (``adjustment/gradient_step.py``), over the
+        entries whose parameter has a gradient: ``(parameters, rates, None)`` for constant rates
+        (``grad × rate``; no parameters when the rule has no measure), ``(parameters, P, k)`` for a
+        rule whose list form is ``grad / (1 + P·k)`` (:meth:`~.base.AdjustmentRule.soft_coefficients`);
+        ``None`` for the other per-step rules (``hat_random``, ``adahat_no_sum``): :meth:`adjust_`
+        applies those eagerly."""
+        live = [index for index, (param, _, _) in enumerate(self.entries) if param.grad is not None]
+        params = [self.entries[i][0] for i in live]
+        if self.constant_rates is not None or not self.entries:
+            return params, [self.constant_rates[i] for i in live], None
+        coefficients = self.rule.soft_coefficients([self.entries[i][2] for i in live], signals)
+        if coefficients is None:
+            return None
+        return params, [self.entries[i][1] for i in live], coefficients
 
     def capacity(self, signals: StepSignals) -> float:
         """Mean rate over every masked-layer parameter; per-step rules use the last step's

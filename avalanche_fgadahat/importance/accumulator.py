@@ -20,12 +20,36 @@ from __future__ import annotations
 
 import torch
 
+from ..masking.fusion import FusedKernel
 from ..masking.subnormals import zero_where_product_below
 from ..models.base import HATBackbone
 from .lookup import resolve_importance_type
 from .normalize import STEP_IMPORTANCE_FLOOR, min_max_normalize_all
 from .registry import ImportanceType, StepContext
 from .summing import SUMMING_STRATEGIES
+
+
+def add_step_importances_(sums: list[torch.Tensor], raws: list[torch.Tensor], masks: list[torch.Tensor] | None) -> None:
+    """``sums[l] += normalised(raws[l]) · masks[l]`` in place, for every unit group ``l`` at once.
+
+    :param sums: the ``importance_step_sum`` buffers, ``(units_l,)`` each (updated in place).
+    :param raws: the step's raw importances (detached, the buffers' dtype), shaped as ``sums``.
+    :param masks: the step's soft training masks (detached), shaped as ``sums``; ``None``: no
+        product (``step_multiply_training_mask=False``).
+
+    Min-max normalised with the flush of H16 (``normalize.min_max_normalize_all``); a normalised
+    value whose product with the mask would be below ``STEP_IMPORTANCE_FLOOR`` is 0 (decided
+    before the product is formed). Eager, or compiled as :data:`FUSED_ACCUMULATION`.
+    """
+    steps = min_max_normalize_all(raws, flush=True)
+    if masks is not None:
+        steps = [zero_where_product_below(step, mask, 2 * STEP_IMPORTANCE_FLOOR) for step, mask in zip(steps, masks)]
+        torch._foreach_mul_(steps, masks)
+    torch._foreach_add_(sums, steps)
+
+
+#: :func:`add_step_importances_` compiled on first use (``fused_step=True``; ``masking/fusion.py``)
+FUSED_ACCUMULATION = FusedKernel(add_step_importances_, "importance normalisation + accumulation")
 
 
 class ImportanceAccumulator:
@@ -61,8 +85,13 @@ class ImportanceAccumulator:
             state.importance_step_sum.zero_()
         model.importance_steps.zero_()
 
-    def accumulate_(self, model: HATBackbone, ctx: StepContext) -> None:
+    def accumulate_(self, model: HATBackbone, ctx: StepContext, fused: bool = False) -> None:
         """Add this step's normalised (and mask-weighted) importance to the model buffers.
+
+        ``fused`` (``fused_step=True``): the normalisation, the mask's product and the addition
+        (:func:`add_step_importances_`) run as one compiled function (:data:`FUSED_ACCUMULATION`),
+        with the same numbers; the raw importance is computed eagerly either way (its sums over
+        the batch and the weights would be reordered by a compiler).
 
         :raises RuntimeError: if the importance type returns a wrong shape for a unit group.
         """
@@ -77,14 +106,9 @@ class ImportanceAccumulator:
                 )
         with torch.no_grad():
             sums = [state.importance_step_sum for state in states.values()]
-            steps = min_max_normalize_all([raw[key].detach().to(total.dtype) for key, total in zip(states, sums)],
-                                          flush=True)
-            if self.step_multiply_training_mask:
-                masks = [ctx.masks[key].detach() for key in states]
-                steps = [zero_where_product_below(step, mask, 2 * STEP_IMPORTANCE_FLOOR)
-                         for step, mask in zip(steps, masks)]
-                torch._foreach_mul_(steps, masks)
-            torch._foreach_add_(sums, steps)
+            raws = [raw[key].detach().to(total.dtype) for key, total in zip(states, sums)]
+            masks = [ctx.masks[key].detach() for key in states] if self.step_multiply_training_mask else None
+            (FUSED_ACCUMULATION if fused else add_step_importances_)(sums, raws, masks)
             model.importance_steps.add_(1)
 
     @torch.no_grad()

@@ -34,6 +34,9 @@ import torch
 
 from .subnormals import GRADIENT_FLOOR, product_below, zero_where_product_below
 
+#: a float, or a 0-d tensor holding its float32 value
+Scalar = float | torch.Tensor
+
 #: Soft-mask values below this are exactly 0, with zero gradient. Why 1e-30: the compensated
 #: embedding gradient of a unit (HAT Eq. 4) is ``s_max · σ(1 − σ) · (cosh(clamp(s·e, ±θ)) + 1) /
 #: (cosh e + 1)`` per unit of ``∂L/∂m``; below the floor it is less than ``2 · 1e-30 · (cosh θ + 1)
@@ -128,3 +131,18 @@ def compensate_embedding_gradient_(
     denominator = torch.cosh(e) + 1
     factor = numerator.div_(denominator).mul_(s_max / scale)
     grad.masked_fill_(product_below(grad, factor, 2 * GRADIENT_FLOOR), 0.0).mul_(factor)
+
+
+def compensated_gradient(embedding: torch.Tensor, grad: torch.Tensor, scale: Scalar, ratio: Scalar,
+                         clamp_threshold: Scalar) -> torch.Tensor:
+    """:func:`compensate_embedding_gradient_` out of place: the compensated ``grad`` (a new tensor).
+
+    ``embedding`` (detached) and ``grad`` have one shape (the flat embeddings, ``(units,)``);
+    ``scale`` is ``s``, ``ratio`` is ``s_max / s`` (computed in Python, as the in-place form does)
+    and ``clamp_threshold`` is θ: Python floats, or 0-d tensors of the embedding's dtype and
+    device holding their float32 values. The float32 operations and their order are the in-place
+    form's, so the result has its bits (the fused step, ``fused_step=True``, compiles this form).
+    """
+    numerator = torch.cosh(torch.clamp(scale * embedding, -clamp_threshold, clamp_threshold)) + 1
+    factor = numerator / (torch.cosh(embedding) + 1) * ratio
+    return grad.masked_fill(product_below(grad, factor, 2 * GRADIENT_FLOOR), 0.0) * factor

@@ -8,7 +8,8 @@ is :class:`~avalanche_fgadahat.adjustment.FGAdaHATRule`; the importance is accum
 
 * ``before_training_exp``: zero the task's importance accumulators; the training forward
   records activations when the importance type needs them;
-* ``after_update`` (CLArena's ``on_train_batch_end``): add the step's importance;
+* ``after_update`` (CLArena's ``on_train_batch_end``): add the step's importance (normalisation and
+  accumulation in one compiled kernel with ``fused_step=True``);
 * end of the experience (after the mask is stored): finalise ``I^t`` and the summed importance.
 """
 
@@ -83,6 +84,7 @@ class FGAdaHATPlugin(HATPlugin):
                 gate_scale=self.gate_scale,
                 attribution_settings=self.config.attribution_settings,
             ),
+            fused=self.config.fused_step,
         )
 
     def _finish_experience(self, strategy, model: HATBackbone) -> None:

@@ -19,7 +19,8 @@ Callback → work:
 * ``before_backward``: refuse a non-finite loss (rolled back); add the mask-sparsity
   regulariser (Eq. 5) to ``strategy.loss``.
 * ``after_backward``: flush gradients below ``1e-16`` to 0 (``docs/deviations.md`` H16); multiply
-  masked-layer gradients by the rule's rates (Eq. 2 for ``hat``); compensate the embedding gradients (Eq. 4).
+  masked-layer gradients by the rule's rates (Eq. 2 for ``hat``); compensate the embedding gradients (Eq. 4)
+  (``adjustment/gradient_step.py``: eager, or one compiled kernel with ``fused_step=True``).
 * ``after_update``: optionally clamp the embeddings to ``±embedding_clamp``.
 * ``after_training_exp``: store the binary mask ``1[e > 0]``; update ``M`` and ``S``; the
   ``mahalanobis`` task inference's feature statistics of the task (one pass over its data).
@@ -37,11 +38,11 @@ import torch
 from avalanche.core import SupervisedPlugin
 
 from ..adjustment import RateEngine, StepSignals, build_rule
+from ..adjustment.gradient_step import adjust_step_gradients_
 from ..config import HATConfig
 from ..diagnostics import ExperienceReport, HATDiagnosticWarning, LearningDiagnostics, diagnose, snapshot_cumulative
-from ..masking.gate import annealed_scale, compensate_embedding_gradient_
+from ..masking.gate import annealed_scale
 from ..masking.regularizer import MaskSparsityRegularizer
-from ..masking.subnormals import flush_gradients_
 from ..models.base import HATBackbone
 from ..rollback import ModelSnapshot
 from ..models.conversion import to_hat
@@ -324,12 +325,11 @@ class HATPlugin(HATFamilyPlugin, ConfiguredSettings, SupervisedPlugin):
 
     def after_backward(self, strategy, **kwargs) -> None:
         """Flush every gradient but the embeddings' below ``GRADIENT_FLOOR`` (deviation H16), apply the
-        rates (HAT Eq. 2, AdaHAT Eq. 8, FG-AdaHAT Eq. 3), compensate the embedding gradients (Eq. 4)."""
-        model = unwrap_hat_model(strategy.model)
-        flush_gradients_(p for p in model.parameters() if p is not model.task_embeddings)
-        self.engine.adjust_(self.signals)
-        compensate_embedding_gradient_(model.task_embeddings, self.gate_scale, self.config.s_max,
-                                       self.config.clamp_threshold)
+        rates (HAT Eq. 2, AdaHAT Eq. 8, FG-AdaHAT Eq. 3), compensate the embedding gradients (Eq. 4);
+        one compiled kernel with ``fused_step=True`` (``adjustment/gradient_step.py``)."""
+        config = self.config
+        adjust_step_gradients_(unwrap_hat_model(strategy.model), self.engine, self.signals, self.gate_scale,
+                               config.s_max, config.clamp_threshold, config.fused_step)
 
     def after_update(self, strategy, **kwargs) -> None:
         """Clamp the embeddings to ``±embedding_clamp`` when set (the original HAT code's 6)."""
