@@ -305,3 +305,33 @@ def as_digit_images(x: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
 
 
 __all__ += ["as_digit_images", "digits_images"]
+
+
+def two_unit_task_network(score: str, *, confident_heads: bool = True):
+    """``HATMLP(2, (2,))`` whose hidden unit i copies input i, with task inference ``score``:
+    task 0 uses unit 0 and owns classes 0, 1; task 1 uses unit 1 and owns classes 2, 3 (masks
+    stored). ``confident_heads``: each head answers 10.0 for one class from its own unit only
+    (task 0 → class 0, task 1 → class 3), so a head is confident only on its own unit's input;
+    otherwise the heads keep their initial weights. Returned in training mode."""
+    from types import SimpleNamespace
+
+    from avalanche_fgadahat.models import HATMLP
+    from avalanche_fgadahat.task_inference.adaptation import adapt_relabeled
+
+    model = HATMLP(2, (2,))
+    model.set_task_inference(score)
+    with torch.no_grad():
+        model.fc[0].weight.copy_(torch.eye(2))
+        model.fc[0].bias.zero_()
+    model.train()
+    for task, classes in ((0, [0, 1]), (1, [2, 3])):
+        adapt_relabeled(model, SimpleNamespace(classes_in_this_experience=classes, task_labels=[0]), task)
+        if confident_heads:
+            head = model.classifier.classifiers[str(task)].classifier
+            with torch.no_grad():
+                head.weight.zero_()
+                head.bias.zero_()
+                head.weight[classes[task], task] = 10.0
+        commit_signs(model, task, {"fc0": [1.0 - task, float(task)]})
+    model.max_class_label = 4
+    return model

@@ -18,7 +18,7 @@ import torch
 from avalanche.evaluation.metrics import accuracy_metrics
 from avalanche.models import SimpleMLP
 from avalanche.training import Naive
-from hat_test_support import commit_signs, quiet, stream_inputs
+from hat_test_support import commit_signs, quiet, stream_inputs, two_unit_task_network
 
 from avalanche_fgadahat import HAT, AdaHAT, FGAdaHAT, HATPlugin, set_seed
 from avalanche_fgadahat.data import permuted_digits, split_digits
@@ -56,24 +56,8 @@ def test_classes_outside_the_head_s_task_change_no_score(name):
 
 # ---------------------------------------------------------------- a network with a known answer
 def _two_task_network(score: str = "entropy") -> HATMLP:
-    """Input unit i feeds hidden unit i only; task 0 uses unit 0 and owns classes 0, 1; task 1
-    uses unit 1 and owns classes 2, 3. A head is confident only on its own unit's input."""
-    model = HATMLP(2, (2,))
-    model.set_task_inference(score)
-    with torch.no_grad():
-        model.fc[0].weight.copy_(torch.eye(2))
-        model.fc[0].bias.zero_()
-    model.train()
-    for task, classes in ((0, [0, 1]), (1, [2, 3])):
-        adapt_relabeled(model, SimpleNamespace(classes_in_this_experience=classes, task_labels=[0]), task)
-        head = model.classifier.classifiers[str(task)].classifier
-        with torch.no_grad():
-            head.weight.zero_()
-            head.bias.zero_()
-            head.weight[classes[task], task] = 10.0  # task 0 → class 0, task 1 → class 3
-        commit_signs(model, task, {"fc0": [1.0 - task, float(task)]})
-    model.max_class_label = 4
-    return model.eval()
+    """A head is confident only on its own unit's input (``two_unit_task_network``)."""
+    return two_unit_task_network(score).eval()
 
 
 @pytest.mark.parametrize("score", sorted(LOGIT_SCORES))

@@ -7,19 +7,17 @@ state dict, a task without statistics chosen, statistics that move after their t
 
 from __future__ import annotations
 
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
-from hat_test_support import commit_signs, quiet, stream_inputs
+from hat_test_support import quiet, stream_inputs, two_unit_task_network
 
 from avalanche_fgadahat import HAT, FGAdaHAT, set_seed
 from avalanche_fgadahat.data import split_digits
 from avalanche_fgadahat.metrics import task_identification_accuracy
 from avalanche_fgadahat.models import HATMLP
 from avalanche_fgadahat.task_inference import TASK_SCORES, TaskFeatureStatistics, collect_task_statistics, infer_tasks
-from avalanche_fgadahat.task_inference.adaptation import adapt_relabeled
 from avalanche_fgadahat.task_inference.feature_statistics import SHRINKAGE
 
 
@@ -81,19 +79,8 @@ def test_bad_statistics_input_is_refused():
 
 # ---------------------------------------------------------------- a network with a known answer
 def _two_task_network() -> HATMLP:
-    """Hidden unit i copies input i; task 0 uses unit 0 (classes 0, 1), task 1 unit 1 (classes 2, 3).
-    Heads that are equally confident everywhere: only the features can tell the tasks apart."""
-    model = HATMLP(2, (2,))
-    model.set_task_inference("mahalanobis")
-    with torch.no_grad():
-        model.fc[0].weight.copy_(torch.eye(2))
-        model.fc[0].bias.zero_()
-    model.train()
-    for task, classes in ((0, [0, 1]), (1, [2, 3])):
-        adapt_relabeled(model, SimpleNamespace(classes_in_this_experience=classes, task_labels=[0]), task)
-        commit_signs(model, task, {"fc0": [1.0 - task, float(task)]})
-    model.max_class_label = 4
-    return model
+    """Heads at their initial weights: only the features should tell the tasks apart."""
+    return two_unit_task_network("mahalanobis", confident_heads=False)
 
 
 def _task_data(task: int, n: int = 50) -> torch.utils.data.TensorDataset:
