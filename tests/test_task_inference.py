@@ -18,7 +18,7 @@ import torch
 from avalanche.evaluation.metrics import accuracy_metrics
 from avalanche.models import SimpleMLP
 from avalanche.training import Naive
-from hat_test_support import commit_signs, quiet, stream_inputs, two_unit_task_network
+from hat_test_support import quiet, stream_inputs, two_unit_task_network
 
 from avalanche_fgadahat import HAT, AdaHAT, FGAdaHAT, HATPlugin, set_seed
 from avalanche_fgadahat.data import permuted_digits, split_digits
