@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -32,7 +33,7 @@ from .importance.summing import STRATEGY_PARAMETERS, SUMMING_STRATEGIES
 from .masking.broadcast import AGGREGATIONS
 from .masking.regularizer import MASK_SPARSITY_REG_MODES
 from .models.base import TASK_EMBEDDING_INITIALIZERS
-from .task_inference.scores import TASK_SCORES
+from .task_inference.scores import FEATURE_SCORES, TASK_SCORES
 
 HAT_MODES = ("hat", "hat_random", "hat_const_alpha", "hat_const_1")
 ADAHAT_MODES = ("adahat", "adahat_no_sum", "adahat_no_reg")
@@ -100,6 +101,12 @@ class HATConfig:
     def __post_init__(self) -> None:
         check_choice("adjustment_mode", self.adjustment_mode, self.ADJUSTMENT_MODES)
         check_choice("task_inference", self.task_inference, (None, *TASK_SCORES))
+        if self.task_inference in FEATURE_SCORES and self.adjustment_mode != "hat":
+            warnings.warn(
+                f"task_inference={self.task_inference!r} with adjustment_mode={self.adjustment_mode!r}: later tasks "
+                "move earlier tasks' features, so their stored feature statistics go stale and task identification "
+                "collapses (docs/class_incremental.md); use it with HAT (adjustment_mode='hat'), or a logit score "
+                "such as 'entropy'", UserWarning, stacklevel=3)
         _set(self, "s_max", float(check_number("s_max", self.s_max, minimum=0.0, strict_minimum=True)))
         _set(self, "clamp_threshold", float(
             check_number("clamp_threshold", self.clamp_threshold, minimum=0.0, strict_minimum=True)))

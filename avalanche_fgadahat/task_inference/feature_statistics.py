@@ -137,7 +137,8 @@ def collect_task_statistics(model: nn.Module, dataset, task: int, batch_size: in
                             device: torch.device | str | None = None) -> TaskFeatureStatistics:
     """One pass over ``dataset`` (an experience's training data, its evaluation transforms where
     it has them) under ``task``'s stored mask, in evaluation mode; store the task's statistics in
-    ``model.task_statistics`` (created if needed). The model's train/eval mode is restored.
+    ``model.task_statistics`` (created if needed). The model's train/eval mode is restored and the
+    global random state is not used.
 
     :param model: a :class:`~avalanche_fgadahat.models.HATBackbone` where ``task`` has a stored mask.
     :param dataset: yields ``(x, y, ...)``; ``y`` global class ids.
@@ -145,7 +146,9 @@ def collect_task_statistics(model: nn.Module, dataset, task: int, batch_size: in
     """
     statistics = task_statistics_of(model, create=True)
     data = dataset.eval() if hasattr(dataset, "eval") else dataset
-    loader = torch.utils.data.DataLoader(data, batch_size=batch_size, shuffle=False)
+    # its own generator: a DataLoader draws a base seed even unshuffled, and the global RNG must
+    # not move (training with mahalanobis must equal training with a logit score)
+    loader = torch.utils.data.DataLoader(data, batch_size=batch_size, shuffle=False, generator=torch.Generator())
     device = device if device is not None else next(model.parameters()).device
     masks = model.stored_masks(task)
     f = model.feature_size

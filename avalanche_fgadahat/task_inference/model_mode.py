@@ -6,9 +6,11 @@ import torch
 
 from .._validation import check_choice
 from .adaptation import adapt_relabeled, set_automatic_adaptation
-from .feature_statistics import collect_task_statistics
+import warnings
+
+from .feature_statistics import collect_task_statistics, task_statistics_of
 from .inference import TaskInference, infer_tasks
-from .scores import FEATURE_SCORES, TASK_SCORES
+from .scores import DEFAULT_TASK_SCORE, FEATURE_SCORES, TASK_SCORES
 
 
 class TaskInferenceMixin:
@@ -67,6 +69,28 @@ class TaskInferenceMixin:
         if not tasks:  # nothing trained yet: no prediction to make
             self.last_task_inference = None
             return x.new_zeros(x.shape[0], max(self.max_class_label, 1))
-        self.last_task_inference = infer_tasks(self, x, tasks, TASK_SCORES[self.task_inference])
+        self.last_task_inference = infer_tasks(self, x, tasks, TASK_SCORES[self._score_for(tasks, step)])
         return self.last_task_inference.logits
+
+    def _score_for(self, tasks: list[int], step) -> str:
+        """The score name to use on ``tasks``: :attr:`task_inference`, or, for a feature score while
+        a candidate has no statistics (the task in training, during a periodic evaluation; tasks
+        trained before the score was set, with a ``UserWarning`` once), :data:`DEFAULT_TASK_SCORE`
+        for every candidate (mixing the two kinds of score would compare unlike numbers)."""
+        name = self.task_inference
+        if name not in FEATURE_SCORES:
+            return name
+        statistics = task_statistics_of(self)
+        missing = [t for t in tasks if statistics is None or not statistics.has(t)]
+        if not missing:
+            return name
+        trained = [t for t in missing if step is None or t != step.task]
+        if trained and not self.__dict__.get("_warned_missing_statistics", False):
+            self._warned_missing_statistics = True
+            warnings.warn(
+                f"task_inference={name!r}: task(s) {trained} have no feature statistics (trained before this score "
+                f"was set, or loaded without them); every task is scored with {DEFAULT_TASK_SCORE!r} instead. The "
+                "statistics are stored when a task is trained with the score set (docs/class_incremental.md)",
+                UserWarning, stacklevel=4)
+        return DEFAULT_TASK_SCORE
 
