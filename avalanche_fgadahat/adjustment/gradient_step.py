@@ -90,7 +90,7 @@ def adjust_step_gradients_(model: HATBackbone, engine: RateEngine, signals: Step
     """
     embedding = model.task_embeddings
     operands = engine.fused_operands(signals) if fused and embedding.grad is not None else None
-    if operands is None or not fused:
+    if operands is None:  # eager; or a fused step whose rates have no fused form
         flush_gradients_(p for p in model.parameters() if p is not embedding)
         engine.adjust_(signals)
         if fused and embedding.grad is not None:

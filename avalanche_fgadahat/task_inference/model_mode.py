@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 
 from .._validation import check_choice
 from .adaptation import adapt_relabeled, set_automatic_adaptation
-import warnings
-
 from .feature_statistics import collect_task_statistics, task_statistics_of
 from .inference import TaskInference, infer_tasks
 from .scores import DEFAULT_TASK_SCORE, FEATURE_SCORES, TASK_SCORES
@@ -21,6 +21,8 @@ class TaskInferenceMixin:
     task_inference: str | None = None
     #: the :class:`~.inference.TaskInference` of the last inferred batch
     last_task_inference: TaskInference | None = None
+    #: whether the missing-statistics warning of :meth:`_score_for` was given (once per model)
+    _warned_missing_statistics: bool = False
 
     def set_task_inference(self, score: str | None) -> None:
         """Infer the task at evaluation with ``score`` (a :data:`~avalanche_fgadahat.task_inference.
@@ -85,7 +87,7 @@ class TaskInferenceMixin:
         if not missing:
             return name
         trained = [t for t in missing if step is None or t != step.task]
-        if trained and not self.__dict__.get("_warned_missing_statistics", False):
+        if trained and not self._warned_missing_statistics:
             self._warned_missing_statistics = True
             warnings.warn(
                 f"task_inference={name!r}: task(s) {trained} have no feature statistics (trained before this score "
