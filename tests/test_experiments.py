@@ -326,3 +326,24 @@ def test_fast_permuted_mnist_equals_avalanche_permuted_mnist():
     # the permutations differ between experiences (same image, other pixels)
     a, b = fast.train_stream[0].dataset[0][0], fast.train_stream[1].dataset[0][0]
     assert not torch.equal(a, b) and torch.equal(a.flatten().sort().values, b.flatten().sort().values)
+
+
+def test_a_long_legend_goes_beside_the_axes_and_a_short_one_stays_inside():
+    """22 strategies' legend drawn over the curves hid them (the class-incremental sweeps)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from avalanche_fgadahat.experiments.report import MAX_LEGEND_ENTRIES_INSIDE, _legend
+
+    for lines, outside in ((MAX_LEGEND_ENTRIES_INSIDE, False), (MAX_LEGEND_ENTRIES_INSIDE + 1, True)):
+        fig, ax = plt.subplots(figsize=(7.5, 4.8))
+        for i in range(lines):
+            ax.plot([0, 1], [i, i], label=f"s{i}")
+        _legend(ax, False, loc="lower left")
+        fig.canvas.draw()
+        legend_left = ax.get_legend().get_window_extent().x0
+        axes_right = ax.get_window_extent().x1
+        assert bool(legend_left > axes_right) == outside
+        assert bool(fig.get_size_inches()[0] > 7.5) == outside
+        plt.close(fig)

@@ -227,14 +227,23 @@ def _plot_series(ax, curves: Sequence[Sequence[float]], strategy: str, style: di
                         [scale * (m + s) for m, s in zip(means, stds)], alpha=0.12, color=style["line"]["color"])
 
 
+#: more legend entries than this go beside the axes (the figure widens), not over the curves
+MAX_LEGEND_ENTRIES_INSIDE = 8
+
+
 def _legend(ax, bands: bool, **kwargs: Any) -> None:
-    """The axes' legend; with ``bands``, an entry saying what the shading is."""
+    """The axes' legend; with ``bands``, an entry saying what the shading is. Beyond
+    :data:`MAX_LEGEND_ENTRIES_INSIDE` entries it goes right of the axes and the figure widens."""
     handles, labels = ax.get_legend_handles_labels()
     if bands:
         from matplotlib.patches import Patch
 
         handles.append(Patch(facecolor="grey", alpha=0.25))
         labels.append("shaded: ±1 std over seeds")
+    if len(labels) > MAX_LEGEND_ENTRIES_INSIDE:
+        width, height = ax.figure.get_size_inches()
+        ax.figure.set_size_inches(width + 3.2, height)
+        kwargs = {"loc": "upper left", "bbox_to_anchor": (1.01, 1.0)}
     ax.legend(handles, labels, fontsize=8, **kwargs)
 
 
