@@ -29,7 +29,9 @@ from avalanche_fgadahat.masking import ParamLayout
 from avalanche_fgadahat.masking.subnormals import GRADIENT_FLOOR
 from avalanche_fgadahat.models import HATMLP
 from avalanche_fgadahat.models.base import HATBackbone
+from avalanche_fgadahat.adjustment.engine import RateEngine
 from avalanche_fgadahat.adjustment.engine import groups_up_to_largest as _groups_up_to_largest
+from avalanche_fgadahat.adjustment.hat_rules import HATRule
 
 pytestmark = pytest.mark.filterwarnings("ignore:No loggers specified")
 
@@ -176,6 +178,22 @@ def test_capacity_is_cached_per_step_and_refreshed_by_the_next_regulariser():
     assert plugin.network_capacity() == first  # same step: the cached value
     plugin.engine.new_step()  # what before_backward does after computing R_l
     assert plugin.network_capacity() < first  # larger R_l → smaller r_l → smaller rates
+
+
+def test_the_flushed_gradients_are_listed_on_the_first_step_of_each_experience():
+    # listed after prepare(): a parameter another plugin adds at the start of the experience
+    # (after HATPlugin.before_training_exp) is flushed too; the embeddings never are
+    model = _mlp()
+    engine = RateEngine(HATRule())
+    engine.prepare(model)
+    model.register_parameter("late", nn.Parameter(torch.zeros(3)))
+    listed = engine.non_embedding_parameters(model)
+    assert [id(p) for p in listed] == [id(p) for p in model.parameters() if p is not model.task_embeddings]
+    assert any(p is model.late for p in listed)
+    assert engine.non_embedding_parameters(model) is listed  # kept for the experience
+    model.register_parameter("next", nn.Parameter(torch.zeros(2)))
+    engine.prepare(model)  # the next experience lists again
+    assert any(p is model.next for p in engine.non_embedding_parameters(model))
 
 
 class _GradRecorder(SupervisedPlugin):

@@ -321,3 +321,12 @@ def test_state_dict_of_another_shape_loads_nothing(digits5):
         warnings.simplefilter("ignore")
         model.eval()
         model(torch.zeros(2, 64), 0)  # still usable
+
+
+def test_the_finite_loss_check_reads_every_element_of_any_loss_shape():
+    from avalanche_fgadahat.plugins.checks import is_finite_loss
+
+    assert is_finite_loss(torch.tensor(1.5)) and is_finite_loss(torch.tensor([1.0, 2.0]))
+    for bad in (float("nan"), float("inf"), -float("inf")):
+        assert not is_finite_loss(torch.tensor(bad))  # the usual 0-d loss: one host read
+        assert not is_finite_loss(torch.tensor([0.5, bad]))  # a per-sample loss (reduction="none")

@@ -261,7 +261,9 @@ def test_flush_gradients_zeroes_at_most_the_floor_and_keeps_every_other_bit():
     values = [1e-17, -1e-16, 2e-16, -3.0, 1e-39, float("nan")]
     param.grad = torch.tensor(values)
     expected = torch.tensor(values)
+    grad = param.grad
     flush_gradients_([param])
+    assert param.grad is grad  # in place: no new tensor of the parameter's size per step
     assert param.grad[[0, 1, 4]].tolist() == [0.0, 0.0, 0.0]
     assert torch.equal(param.grad[2:4], expected[2:4]) and torch.isnan(param.grad[5])
     assert GRADIENT_FLOOR == 1e-16

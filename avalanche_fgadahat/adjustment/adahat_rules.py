@@ -55,11 +55,12 @@ class AdaHATRule(AdjustmentRule):
 
     def inverse_intensity(self, key: str, signals: StepSignals) -> torch.Tensor:
         """``1 / r_l = (ε + R_l) / α``, computed for all layers at once, once per step."""
-        return signals.memo(self, lambda: self._inverse_intensities(signals.layer_sparsity))[key]
+        return signals.memo(self, lambda: self._inverse_intensities(*signals.sparsity_vector()))[key]
 
-    def _inverse_intensities(self, sparsity: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        values = (self.epsilon + torch.stack(list(sparsity.values()))) / self.adjustment_intensity
-        return dict(zip(sparsity, values.unbind()))
+    def _inverse_intensities(self, keys: list[str], sparsity: torch.Tensor | None) -> dict[str, torch.Tensor]:
+        if sparsity is None:
+            return {}
+        return dict(zip(keys, ((self.epsilon + sparsity) / self.adjustment_intensity).unbind()))
 
     def rate(self, measure: torch.Tensor, key: str, signals: StepSignals) -> torch.Tensor:
         """``r_l / (P + r_l)``."""

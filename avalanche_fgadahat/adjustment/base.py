@@ -43,12 +43,23 @@ class StepSignals:
         """``{layer: R_l}`` (0-d tensors): one matrix-vector product on the first read, so
         HAT's own rules, which never read it, do not pay for it."""
         if self._layer_sparsity is None:
-            if self._flat_mask is None:
-                self._layer_sparsity = {}
-            else:
-                regularizer = self._regularizer
-                self._layer_sparsity = regularizer.per_layer(regularizer.sparsity(self._flat_mask))
+            keys, vector = self.sparsity_vector()
+            self._layer_sparsity = dict(zip(keys, vector.unbind())) if keys else {}
         return self._layer_sparsity
+
+    def sparsity_vector(self) -> tuple[list[str], torch.Tensor | None]:
+        """``(layers, R)``: the same ``R_l`` as one vector ``(layers,)`` in the layers' order
+        (``None`` when there is none), for rules that compute with every layer's value at once
+        (one op instead of one per layer). Computed once per step."""
+        return self.memo(StepSignals.sparsity_vector, self._sparsity_vector)
+
+    def _sparsity_vector(self) -> tuple[list[str], torch.Tensor | None]:
+        if self._layer_sparsity is not None:
+            keys = list(self._layer_sparsity)
+            return keys, torch.stack([self._layer_sparsity[k] for k in keys]) if keys else None
+        if self._flat_mask is None:
+            return [], None
+        return list(self._regularizer.keys), self._regularizer.sparsity(self._flat_mask)
 
     def memo(self, key: Any, compute: Callable[[], Any]) -> Any:
         """``compute()`` once per step for ``key`` (e.g. a rule's per-layer values)."""

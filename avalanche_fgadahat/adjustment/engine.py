@@ -60,6 +60,9 @@ class RateEngine:
     layout), ``constant_rates`` (rules that do not read the step, else ``None``), ``groups``.
     """
 
+    #: the list :meth:`non_embedding_parameters` keeps (a class default: engines pickled before it existed)
+    _other_parameters: list[torch.nn.Parameter] | None = None
+
     def __init__(self, rule: AdjustmentRule) -> None:
         self.rule = rule
         self.entries: list[Entry] = []
@@ -67,12 +70,14 @@ class RateEngine:
         self.groups: list[list[int]] = []
         self.constant_capacity: float | None = None
         self.step_capacity: float | None = None
+        self._other_parameters: list[torch.nn.Parameter] | None = None
 
     def prepare(self, model: HATBackbone) -> None:
         """Start of an experience: broadcast the measure once; evaluate constant rates once."""
         rule = self.rule
         self.entries, self.constant_rates, self.groups = [], None, []
         self.constant_capacity = self.step_capacity = None
+        self._other_parameters = None
         rule.prepare(model)
         if rule.measure is None:
             self.constant_capacity = 1.0
@@ -100,6 +105,16 @@ class RateEngine:
         if self.constant_rates is None:
             return []
         return [(param, rate) for (param, _, _), rate in zip(self.entries, self.constant_rates)]
+
+    def non_embedding_parameters(self, model: HATBackbone) -> list[torch.nn.Parameter]:
+        """Every parameter of ``model`` but its task embeddings: the gradients the step flushes.
+        Listed on the first call after :meth:`prepare` (the experience's first step, after every
+        plugin's start-of-experience work, e.g. a new head) and kept for the experience: walking
+        the module tree every step cost as much as the flush itself on the benchmark MLP."""
+        if self._other_parameters is None:
+            embedding = model.task_embeddings
+            self._other_parameters = [p for p in model.parameters() if p is not embedding]
+        return self._other_parameters
 
     def new_step(self) -> None:
         """A new training step began: forget the last step's capacity."""

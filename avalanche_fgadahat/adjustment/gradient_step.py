@@ -91,7 +91,7 @@ def adjust_step_gradients_(model: HATBackbone, engine: RateEngine, signals: Step
     embedding = model.task_embeddings
     operands = engine.fused_operands(signals) if fused and embedding.grad is not None else None
     if operands is None:  # eager; or a fused step whose rates have no fused form
-        flush_gradients_(p for p in model.parameters() if p is not embedding)
+        flush_gradients_(engine.non_embedding_parameters(model))
         engine.adjust_(signals)
         if fused and embedding.grad is not None:
             _compensate_fused_(embedding, scale, s_max, clamp_threshold)
@@ -100,7 +100,7 @@ def adjust_step_gradients_(model: HATBackbone, engine: RateEngine, signals: Step
         return
     params, values, coefficients = operands
     fused_ids = {id(param) for param in params}
-    flush_gradients_(p for p in model.parameters() if p is not embedding and id(p) not in fused_ids)
+    flush_gradients_(p for p in engine.non_embedding_parameters(model) if id(p) not in fused_ids)
     grads = [param.grad for param in params]
     scalars = _scalars(embedding, scale, s_max, clamp_threshold)
     with torch.no_grad():

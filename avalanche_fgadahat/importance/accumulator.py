@@ -24,32 +24,43 @@ from ..masking.fusion import FusedKernel
 from ..masking.subnormals import zero_where_product_below
 from ..models.base import HATBackbone
 from .lookup import resolve_importance_type
-from .normalize import STEP_IMPORTANCE_FLOOR, min_max_normalize_all
+from .normalize import STEP_IMPORTANCE_FLOOR, min_max_normalize_segments, segment_index
 from .registry import ImportanceType, StepContext
 from .summing import SUMMING_STRATEGIES
 
 
-def add_step_importances_(sums: list[torch.Tensor], raws: list[torch.Tensor], masks: list[torch.Tensor] | None) -> None:
+def add_step_importances_(sums: list[torch.Tensor], raws: list[torch.Tensor], masks: list[torch.Tensor] | None,
+                          lengths: torch.Tensor, segment: torch.Tensor) -> None:
     """``sums[l] += normalised(raws[l]) · masks[l]`` in place, for every unit group ``l`` at once.
 
     :param sums: the ``importance_step_sum`` buffers, ``(units_l,)`` each (updated in place).
     :param raws: the step's raw importances (detached, the buffers' dtype), shaped as ``sums``.
     :param masks: the step's soft training masks (detached), shaped as ``sums``; ``None``: no
         product (``step_multiply_training_mask=False``).
+    :param lengths: ``(groups,)`` and ``segment`` ``(units,)``: ``normalize.segment_index`` of the sizes.
 
-    Min-max normalised with the flush of H16 (``normalize.min_max_normalize_all``); a normalised
-    value whose product with the mask would be below ``STEP_IMPORTANCE_FLOOR`` is 0 (decided
-    before the product is formed). Eager, or compiled as :data:`FUSED_ACCUMULATION`.
+    The unit groups are concatenated into one vector and min-max normalised per group with the
+    flush of H16 (``normalize.min_max_normalize_segments``: a few ops for all groups, not a few
+    per group); a normalised value whose product with the mask would be below
+    ``STEP_IMPORTANCE_FLOOR`` is 0 (decided before the product is formed). Eager, or compiled as
+    :data:`FUSED_ACCUMULATION`.
     """
-    steps = min_max_normalize_all(raws, flush=True)
+    step = min_max_normalize_segments(torch.cat(raws), lengths, segment, flush=True)
     if masks is not None:
-        steps = [zero_where_product_below(step, mask, 2 * STEP_IMPORTANCE_FLOOR) for step, mask in zip(steps, masks)]
-        torch._foreach_mul_(steps, masks)
-    torch._foreach_add_(sums, steps)
+        mask = torch.cat(masks)
+        step = zero_where_product_below(step, mask, 2 * STEP_IMPORTANCE_FLOOR).mul_(mask)
+    torch._foreach_add_(sums, step.split([s.numel() for s in sums]))
 
 
 #: :func:`add_step_importances_` compiled on first use (``fused_step=True``; ``masking/fusion.py``)
 FUSED_ACCUMULATION = FusedKernel(add_step_importances_, "importance normalisation + accumulation")
+
+
+def _detached(tensor: torch.Tensor, dtype: torch.dtype | None) -> torch.Tensor:
+    """``tensor`` detached and in ``dtype`` (``None``: its own), without an op where it already is."""
+    if tensor.requires_grad:
+        tensor = tensor.detach()
+    return tensor if dtype is None or tensor.dtype == dtype else tensor.to(dtype)
 
 
 class ImportanceAccumulator:
@@ -106,9 +117,10 @@ class ImportanceAccumulator:
                 )
         with torch.no_grad():
             sums = [state.importance_step_sum for state in states.values()]
-            raws = [raw[key].detach().to(total.dtype) for key, total in zip(states, sums)]
-            masks = [ctx.masks[key].detach() for key in states] if self.step_multiply_training_mask else None
-            (FUSED_ACCUMULATION if fused else add_step_importances_)(sums, raws, masks)
+            raws = [_detached(raw[key], total.dtype) for key, total in zip(states, sums)]
+            masks = [_detached(ctx.masks[key], None) for key in states] if self.step_multiply_training_mask else None
+            lengths, segment = segment_index(tuple(s.numel() for s in sums), sums[0].device)
+            (FUSED_ACCUMULATION if fused else add_step_importances_)(sums, raws, masks, lengths, segment)
             model.importance_steps.add_(1)
 
     @torch.no_grad()

@@ -12,6 +12,8 @@ is bit for bit the unflushed one.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
 MIN_MAX_EPSILON = 1e-8
@@ -32,19 +34,42 @@ def min_max_normalize(x: torch.Tensor) -> torch.Tensor:
     return min_max_normalize_all([x])[0]
 
 
+@functools.lru_cache(maxsize=16)
+def segment_index(sizes: tuple[int, ...], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(lengths, segment)`` of a concatenation of vectors of ``sizes``: ``lengths`` ``(len(sizes),)``
+    and, per element, the index of its vector, ``segment`` ``(sum(sizes),)`` (int64, on ``device``).
+    Built once per sizes and device (no per-step host-to-device copy)."""
+    lengths = torch.tensor(sizes, device=device)
+    return lengths, torch.repeat_interleave(lengths, output_size=sum(sizes))
+
+
+def min_max_normalize_segments(flat: torch.Tensor, lengths: torch.Tensor, segment: torch.Tensor,
+                               flush: bool = False) -> torch.Tensor:
+    """:func:`min_max_normalize` of every segment of ``flat`` at once (a new tensor shaped as ``flat``).
+
+    :param flat: the concatenated vectors, ``(n,)``.
+    :param lengths: ``(segments,)`` and ``segment`` ``(n,)``: :func:`segment_index` of their sizes.
+    :param flush: see module doc.
+
+    One op for all segments where the per-vector form takes one per vector: each segment's
+    minimum and maximum by ``torch.segment_reduce``, and element-wise ops on the whole of
+    ``flat``; the same float operations per element, so the same bits as normalising each vector.
+    """
+    if flush:
+        flat = torch.nn.functional.hardshrink(flat, RAW_IMPORTANCE_FLOOR)
+    lows = torch.segment_reduce(flat, "min", lengths=lengths)
+    spans = torch.segment_reduce(flat, "max", lengths=lengths).sub_(lows).add_(MIN_MAX_EPSILON)
+    shifted = flat - lows[segment]
+    if flush:  # shifted ≥ 0; keep it where shifted / span ≥ floor (span ≥ 1e-8: the threshold is normal)
+        shifted.masked_fill_(shifted < (spans * STEP_IMPORTANCE_FLOOR)[segment], 0.0)
+    return shifted.div_(spans[segment])
+
+
 def min_max_normalize_all(xs: list[torch.Tensor], flush: bool = False) -> list[torch.Tensor]:
-    """:func:`min_max_normalize` of each tensor of ``xs``, by list ops (``torch._foreach_*``):
-    a handful of calls for all layers instead of six per layer. ``flush``: see module doc."""
+    """:func:`min_max_normalize` of each vector of ``xs`` (1-d each), concatenated and normalised
+    per segment (:func:`min_max_normalize_segments`). ``flush``: see module doc."""
     if not xs:
         return []
-    if flush:
-        xs = [torch.nn.functional.hardshrink(x, RAW_IMPORTANCE_FLOOR) for x in xs]
-    lows, highs = zip(*(torch.aminmax(x) for x in xs))
-    spans = torch._foreach_sub(list(highs), list(lows))
-    torch._foreach_add_(spans, MIN_MAX_EPSILON)
-    shifted = torch._foreach_sub(xs, list(lows))
-    if flush:  # shifted ≥ 0; keep it where shifted / span ≥ floor (span ≥ 1e-8: the threshold is normal)
-        thresholds = torch._foreach_mul(spans, STEP_IMPORTANCE_FLOOR)
-        shifted = [s.masked_fill_(s < t, 0.0) for s, t in zip(shifted, thresholds)]
-    torch._foreach_div_(shifted, spans)
-    return shifted
+    sizes = tuple(x.numel() for x in xs)
+    lengths, segment = segment_index(sizes, xs[0].device)
+    return list(min_max_normalize_segments(torch.cat(xs), lengths, segment, flush).split(sizes))

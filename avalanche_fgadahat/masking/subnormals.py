@@ -79,14 +79,14 @@ def zero_where_product_below(a: torch.Tensor, b: torch.Tensor, floor: float) -> 
 @torch.no_grad()
 def flush_gradients_(parameters, floor: float | None = None) -> None:
     """Set every element of each parameter's ``.grad`` with ``|g| ≤ floor`` (default
-    :data:`GRADIENT_FLOOR`) to 0 (one pass, ``hardshrink``; the other elements keep their bits).
-    ``parameters``: an iterable of parameters; those without a floating-point dense gradient
-    are skipped. The flushed gradient replaces ``.grad`` (a new tensor of the same shape)."""
+    :data:`GRADIENT_FLOOR`) to 0, in place (one ``hardshrink`` pass written into the gradient: no
+    new tensor, the other elements keep their bits). ``parameters``: an iterable of parameters;
+    those without a floating-point dense gradient are skipped."""
     floor = GRADIENT_FLOOR if floor is None else floor
     for param in parameters:
         grad = param.grad
         if grad is not None and grad.is_floating_point() and grad.layout is torch.strided:
-            param.grad = torch.nn.functional.hardshrink(grad, floor)
+            torch.ops.aten.hardshrink.out(grad, floor, out=grad)
 
 
 class SubnormalCounter(TorchDispatchMode):

@@ -15,6 +15,7 @@ cause and the fix (``docs/bad_input.md`` lists every one with its test).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -240,3 +241,10 @@ def mixed_batch_message(strategy: Any, task: int, found: list[int], iteration: i
         f"task_labels of a training mini-batch must all equal the task being trained ({task}); "
         f"found {found} at iteration {iteration}: {_cause(strategy)}"
     )
+
+
+def is_finite_loss(loss: torch.Tensor) -> bool:
+    """Whether every element of ``loss`` is finite (one host read for a 0-d loss, the usual one)."""
+    if loss.dim() == 0:
+        return math.isfinite(loss.item())
+    return bool(torch.isfinite(loss).all())

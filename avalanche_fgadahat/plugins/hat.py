@@ -48,7 +48,7 @@ from ..rollback import ModelSnapshot
 from ..models.conversion import to_hat
 from .task_assignment import TaskAssignment
 from .checks import (HATFamilyPlugin, check_no_task_mixing, check_optimizer, check_single_task_data,
-                     find_hat_plugins, mixed_batch_message, two_plugins_message, unwrap_hat_model)
+                     find_hat_plugins, is_finite_loss, mixed_batch_message, two_plugins_message, unwrap_hat_model)
 from .lifecycle import ExperiencePhase, user_stacklevel
 from .migration import migrate_plugin_state
 from .optimizer_state import seed_frozen_second_moments_
@@ -301,7 +301,7 @@ class HATPlugin(HATFamilyPlugin, ConfiguredSettings, SupervisedPlugin):
         """Refuse a non-finite loss before it reaches a weight (rolled back,
         ``FloatingPointError``); add the mask-sparsity regulariser (HAT Eq. 5) to the loss."""
         model = unwrap_hat_model(strategy.model)
-        if self.config.check_finite_loss and not bool(torch.isfinite(strategy.loss).all()):
+        if self.config.check_finite_loss and not is_finite_loss(strategy.loss):
             loss, task = strategy.loss.detach().flatten().tolist(), self.task
             self.rollback_experience(strategy)
             raise FloatingPointError(
