@@ -328,5 +328,6 @@ def test_the_finite_loss_check_reads_every_element_of_any_loss_shape():
 
     assert is_finite_loss(torch.tensor(1.5)) and is_finite_loss(torch.tensor([1.0, 2.0]))
     for bad in (float("nan"), float("inf"), -float("inf")):
-        assert not is_finite_loss(torch.tensor(bad))  # the usual 0-d loss: one host read
+        assert not is_finite_loss(torch.tensor(bad))  # a criterion's 0-d loss: one host read
+        assert not is_finite_loss(torch.tensor([bad]))  # Avalanche's strategy.loss: (1,)
         assert not is_finite_loss(torch.tensor([0.5, bad]))  # a per-sample loss (reduction="none")

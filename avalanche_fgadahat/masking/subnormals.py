@@ -86,7 +86,7 @@ def flush_gradients_(parameters, floor: float | None = None) -> None:
     for param in parameters:
         grad = param.grad
         if grad is not None and grad.is_floating_point() and grad.layout is torch.strided:
-            torch.ops.aten.hardshrink.out(grad, floor, out=grad)
+            torch.hardshrink(grad, floor, out=grad)
 
 
 class SubnormalCounter(TorchDispatchMode):

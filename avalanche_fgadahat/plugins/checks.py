@@ -244,7 +244,8 @@ def mixed_batch_message(strategy: Any, task: int, found: list[int], iteration: i
 
 
 def is_finite_loss(loss: torch.Tensor) -> bool:
-    """Whether every element of ``loss`` is finite (one host read for a 0-d loss, the usual one)."""
-    if loss.dim() == 0:
+    """Whether every element of ``loss`` is finite (one host read for a one-element loss: Avalanche's
+    ``strategy.loss`` is a ``(1,)`` tensor, a criterion's a 0-d one)."""
+    if loss.numel() == 1:
         return math.isfinite(loss.item())
     return bool(torch.isfinite(loss).all())
