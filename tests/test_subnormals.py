@@ -30,7 +30,7 @@ from avalanche.core import SupervisedPlugin
 
 from avalanche_fgadahat import AdaHAT, FGAdaHAT, HAT, set_seed
 from avalanche_fgadahat.data import permuted_digits
-from avalanche_fgadahat.importance import accumulator, normalize
+from avalanche_fgadahat.importance import accumulator, in_pass, normalize
 from avalanche_fgadahat.importance.attribution import _engine as attribution_engine
 from avalanche_fgadahat.importance.normalize import STEP_IMPORTANCE_FLOOR, min_max_normalize_all
 from avalanche_fgadahat.masking import gate, subnormals
@@ -58,6 +58,7 @@ UNFLUSHED_FLOORS = [
     (gate, "GRADIENT_FLOOR", 0.0),
     (subnormals, "GRADIENT_FLOOR", 0.0),
     (normalize, "RAW_IMPORTANCE_FLOOR", 0.0),
+    (in_pass, "_PRODUCT_FLOOR", 0.0),
     (normalize, "STEP_IMPORTANCE_FLOOR", 0.0),
     (accumulator, "STEP_IMPORTANCE_FLOOR", 0.0),
     (attribution_engine, "ATTRIBUTION_MASK_FLOOR", 0.0),
@@ -127,6 +128,8 @@ METHODS = {
     "hat": (HAT, {}),
     "adahat": (AdaHAT, {}),
     "fgadahat_icu": (FGAdaHAT, {}),
+    # squared-gradient sums times activations: 1-3 subnormal products per step before in_pass.product
+    "fgadahat_afi": (FGAdaHAT, {"importance_type": "input_weight_gradient_square_sum_x_activation_abs"}),
     "fgadahat_integrated_gradients": (FGAdaHAT, {"importance_type": "integrated_gradients_abs"}),
     "fgadahat_lrp_captum": (FGAdaHAT, {"importance_type": "lrp_abs"}),
 }

@@ -29,6 +29,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from ..masking.subnormals import zero_where_product_below
 from .registry import StepContext, register_importance
 from .wiring import WeightTransform, sum_input_weights, sum_output_weights
 
@@ -64,6 +65,23 @@ def activation_abs_mean(ctx: StepContext, key: str) -> torch.Tensor:
     activation = ctx.activations[key].detach()
     dims = [d for d in range(activation.dim()) if d != 1]
     return activation.abs().mean(dim=dims)
+
+
+#: products of importance factors below this are 0 (twice the smallest normal float32)
+_PRODUCT_FLOOR = 2 * torch.finfo(torch.float32).tiny
+
+
+def product(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``a · b`` of two per-unit factors (``b ≥ 0``), with 0 wherever the product would be
+    subnormal, decided before it is formed (``docs/deviations.md`` H16). Used where the first
+    factor is a squared-gradient sum: the flushed gradients are ``0`` or above ``1e-16``, so
+    their squares go down to ``1e-32``, and times the mean activation of a unit whose mask is
+    near ``1e-15`` the product fell into the subnormal range (1–3 values per step on the
+    benchmark MLP). Such values are below the accumulator's ``RAW_IMPORTANCE_FLOOR`` (1e-30)
+    and counted as 0 there anyway, so the accumulated importance keeps its bits; every other
+    element is the plain product's. The weight-magnitude products (ICU, CU, CBP) keep the plain
+    product: no subnormal was measured there, and the guard costs five small ops per unit group."""
+    return zero_where_product_below(a, b, _PRODUCT_FLOOR) * b
 
 
 def _inputs(transform: WeightTransform) -> Callable[[StepContext, str], torch.Tensor]:
@@ -129,14 +147,14 @@ _register(
     "input_weight_gradient_square_sum_x_activation_abs",
     "AFI",
     "Σ(∂L/∂W^in)² · A",
-    lambda ctx, key: _g2_in(ctx, key) * activation_abs_mean(ctx, key),
+    lambda ctx, key: product(_g2_in(ctx, key), activation_abs_mean(ctx, key)),
     needs_activations=True,
 )
 _register(
     "output_weight_gradient_square_sum_x_activation_abs",
     "—",
     "Σ(∂L/∂W^out)² · A",
-    lambda ctx, key: _g2_out(ctx, key) * activation_abs_mean(ctx, key),
+    lambda ctx, key: product(_g2_out(ctx, key), activation_abs_mean(ctx, key)),
     needs_activations=True,
 )
 _register("cbp_adaptation", "CBP adaptation", "1 / Σ|W^in|", lambda ctx, key: _reciprocal(_w_in(ctx, key)))
