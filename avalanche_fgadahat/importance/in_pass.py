@@ -34,15 +34,21 @@ from .registry import StepContext, register_importance
 from .wiring import WeightTransform, sum_input_weights, sum_output_weights
 
 
+def _detached(tensor: torch.Tensor) -> torch.Tensor:
+    """``tensor``, detached where an op on it would be recorded by autograd (no op otherwise:
+    the importances run under ``torch.no_grad()``, with detached step tensors)."""
+    return tensor.detach() if tensor.requires_grad and torch.is_grad_enabled() else tensor
+
+
 def weight_abs(param: nn.Parameter) -> torch.Tensor:
     """``|W|`` of a parameter (detached, same shape)."""
-    return param.detach().abs()
+    return _detached(param).abs()
 
 
 def gradient(param: nn.Parameter) -> torch.Tensor:
     """This step's gradient (zeros if the parameter received none)."""
     grad = param.grad
-    return torch.zeros_like(param.detach()) if grad is None else grad.detach()
+    return torch.zeros_like(param.detach()) if grad is None else _detached(grad)
 
 
 def gradient_abs(param: nn.Parameter) -> torch.Tensor:
@@ -62,7 +68,7 @@ def activation_abs_mean(ctx: StepContext, key: str) -> torch.Tensor:
             f"no recorded activation for unit group {key!r}: the model must record "
             "activations during training (model.begin_training(task, record_activations=True))"
         )
-    activation = ctx.activations[key].detach()
+    activation = _detached(ctx.activations[key])
     dims = [d for d in range(activation.dim()) if d != 1]
     return activation.abs().mean(dim=dims)
 

@@ -79,7 +79,7 @@ class FGAdaHATPlugin(HATPlugin):
                 task=self.task,
                 inputs=strategy.mb_x,
                 targets=strategy.mb_y,
-                masks={k: m.detach() for k, m in step.masks.items()},
+                masks=model.split_units(step.mask_flat.detach()),
                 activations={k: a.detach() for k, a in step.activations.items()},
                 gate_scale=self.gate_scale,
                 attribution_settings=self.config.attribution_settings,
