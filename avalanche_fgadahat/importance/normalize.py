@@ -59,10 +59,10 @@ def min_max_normalize_segments(flat: torch.Tensor, lengths: torch.Tensor, segmen
         flat = torch.nn.functional.hardshrink(flat, RAW_IMPORTANCE_FLOOR)
     lows = torch.segment_reduce(flat, "min", lengths=lengths)
     spans = torch.segment_reduce(flat, "max", lengths=lengths).sub_(lows).add_(MIN_MAX_EPSILON)
-    shifted = flat - lows[segment]
+    shifted = flat - lows.index_select(0, segment)
     if flush:  # shifted ≥ 0; keep it where shifted / span ≥ floor (span ≥ 1e-8: the threshold is normal)
-        shifted.masked_fill_(shifted < (spans * STEP_IMPORTANCE_FLOOR)[segment], 0.0)
-    return shifted.div_(spans[segment])
+        shifted.masked_fill_(shifted < (spans * STEP_IMPORTANCE_FLOOR).index_select(0, segment), 0.0)
+    return shifted.div_(spans.index_select(0, segment))
 
 
 def min_max_normalize_all(xs: list[torch.Tensor], flush: bool = False) -> list[torch.Tensor]:
