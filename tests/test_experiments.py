@@ -127,6 +127,28 @@ def test_rerun_skips_complete_runs_and_refuses_other_settings(sweep, capsys):
     assert path.read_text() == before
 
 
+
+def test_fused_step_reaches_the_hat_family_and_does_not_define_a_run(sweep, capsys):
+    from avalanche.training.plugins import EvaluationPlugin
+
+    from avalanche_fgadahat.plugins.checks import find_hat_plugins
+
+    settings = PRESETS["digits"].settings(epochs=1, hidden_sizes=(8,), fused_step=True)
+    for name in ("hat", "adahat", "fgadahat:icu", "hat_const_alpha"):
+        strategy = build_strategy(resolve_strategy(name), settings, EvaluationPlugin(loggers=[]))
+        [plugin] = find_hat_plugins(strategy.plugins)
+        assert plugin.config.fused_step is True, name
+    default = build_strategy(resolve_strategy("hat"), PRESETS["digits"].settings(epochs=1, hidden_sizes=(8,)),
+                             EvaluationPlugin(loggers=[]))
+    assert find_hat_plugins(default.plugins)[0].config.fused_step is False
+    # the same numbers by design (tests/test_fused_step.py): complete runs are reused, not refused
+    out, _ = sweep
+    assert main([*CLI_ARGS, "--out", str(out), "--fused-step"]) == 0
+    assert capsys.readouterr().out.count("skip ") == 4
+    with pytest.raises(SystemExit):  # nothing it could apply to is refused, not ignored
+        main(["--benchmark", "digits", "--strategies", "naive", "ewc", "--fused-step"])
+    assert "--fused-step applies to the HAT family" in capsys.readouterr().err
+
 # ---------------------------------------------------------------- summary measures by hand
 def test_acc_bwt_forgetting_from_known_matrix():
     a = [

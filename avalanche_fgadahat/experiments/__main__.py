@@ -59,6 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--threads", type=int, default=None,
                         help="torch CPU threads (default: the preset's; digits uses 1)")
     parser.add_argument("--num-workers", type=int, default=None, help="data-loader workers (default: 0)")
+    parser.add_argument("--fused-step", action="store_true",
+                        help="HAT-family strategies with fused_step=True: the step's element-wise work compiled "
+                        "by torch.compile, the same numbers (docs/benchmark.md); other strategies are unchanged")
     parser.add_argument("--max-train-samples", type=int, default=None,
                         help="random subset of at most N training samples per task (smoke runs)")
     parser.add_argument("--max-test-samples", type=int, default=None,
@@ -118,7 +121,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             eval_batch_size=args.eval_batch_size, lr=args.lr, hidden_sizes=args.hidden_sizes, backbone=args.backbone,
             device=device, num_workers=args.num_workers, threads=scale.threads, data_root=scale.data_root(args.data_root),
             max_train_samples=args.max_train_samples, max_test_samples=args.max_test_samples,
-            device_here=not scale.uses_ray,
+            device_here=not scale.uses_ray, fused_step=args.fused_step or None,
         )
         if len(set(args.strategies)) != len(args.strategies) or len(set(args.seeds)) != len(args.seeds):
             raise ValueError(f"--strategies {args.strategies} and --seeds {args.seeds} must not repeat a value")
@@ -129,6 +132,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if len(set(labels)) != len(labels):
             raise ValueError(f"--strategies name the same strategy twice: {labels}")
         scale.check_overrides(strategies, parsed)
+        if args.fused_step and not any(s.spec.family == "hat" for s in strategies):
+            raise ValueError(f"--fused-step applies to the HAT family (hat*, adahat, fgadahat:*); --strategies "
+                             f"{labels} holds none of them")
         scale.require_ray(args.executor)
     except ValueError as error:
         parser.error(str(error))

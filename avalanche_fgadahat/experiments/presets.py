@@ -43,9 +43,11 @@ class ExperimentSettings:
     device: str = "cpu"
     num_workers: int = 0
     threads: int | None = None
+    #: the HAT family's ``fused_step=True`` (``docs/benchmark.md``, "Fused step"): same numbers
+    fused_step: bool = False
 
     #: fields that do not change the numbers a run produces (ignored when resuming)
-    NON_DEFINING = ("data_root", "device", "num_workers", "threads")
+    NON_DEFINING = ("data_root", "device", "num_workers", "threads", "fused_step")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

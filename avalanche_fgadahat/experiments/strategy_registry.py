@@ -32,6 +32,10 @@ class BuildContext:
     evaluator: Any
     plugins: tuple = ()
 
+    def hat_family_kwargs(self) -> dict[str, Any]:
+        """The HAT family's settings from the experiment (not from the strategy's table): ``fused_step``."""
+        return {"fused_step": self.settings.fused_step}
+
     def template_kwargs(self) -> dict[str, Any]:
         s = self.settings
         return dict(
@@ -84,20 +88,20 @@ def _hat(ctx, model, optimizer):
     from ..strategies import HAT
 
     return HAT(model=model, optimizer=optimizer, plugins=list(ctx.plugins),
-               **ctx.strategy_settings, **ctx.template_kwargs())
+               **ctx.strategy_settings, **ctx.hat_family_kwargs(), **ctx.template_kwargs())
 
 
 def _adahat(ctx, model, optimizer):
     from ..strategies import AdaHAT
 
     return AdaHAT(model=model, optimizer=optimizer, plugins=list(ctx.plugins),
-                  **ctx.strategy_settings, **ctx.template_kwargs())
+                  **ctx.strategy_settings, **ctx.hat_family_kwargs(), **ctx.template_kwargs())
 
 
 def _fgadahat(ctx, model, optimizer):
     fgadahat = _import_fgadahat()
     return fgadahat(model=model, optimizer=optimizer, plugins=list(ctx.plugins),
-                    **ctx.strategy_settings, **ctx.template_kwargs())
+                    **ctx.strategy_settings, **ctx.hat_family_kwargs(), **ctx.template_kwargs())
 
 
 def _avalanche(class_name: str, **fixed: Any):
