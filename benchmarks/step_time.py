@@ -296,12 +296,15 @@ def run_setting(setting: str, device: torch.device, rounds: int, iterations: int
             print(f"{name}: subnormals at {dict(counter.sites.most_common(5))}", file=sys.stderr, flush=True)
     naive = statistics.median(state["Naive"][1].times)
     naive_experience = statistics.median(experience_times["Naive"])
+    naive_rounds = round_medians(state["Naive"][1].times, rounds)
     rows = []
     for name, (strategy, timer, counter) in state.items():
         median = statistics.median(timer.times)
         experience = statistics.median(experience_times[name])
+        by_round = [m / n for m, n in zip(round_medians(timer.times, rounds), naive_rounds)]
         rows.append({
             "setting": f"{setting}, {optimizer}", "method": name, "median_ms": 1e3 * median, "ratio": median / naive,
+            "round_ratios": (min(by_round), max(by_round)),
             "iterations": len(timer.times),
             "experience_s": experience,
             # an experience of fewer iterations is not comparable with Naive's
@@ -318,6 +321,13 @@ def run_setting(setting: str, device: torch.device, rounds: int, iterations: int
     for row in rows:
         row["peak_ratio"] = row["peak_mib"] / naive_peak if naive_peak and row["peak_mib"] is not None else None
     return rows
+
+
+def round_medians(times: list[float], rounds: int) -> list[float]:
+    """The median iteration time of each timed round (``times``: the rounds' iterations in order,
+    the same number each)."""
+    size = len(times) // rounds
+    return [statistics.median(times[i * size:(i + 1) * size]) for i in range(rounds)]
 
 
 def _number(value, spec: str) -> str:
@@ -352,14 +362,17 @@ def to_markdown(rows: list[dict], device: torch.device, clock: str = "wall") -> 
                         "host memory allocated during one training iteration above what was live at its start "
                         "(the step's transients; `torch.profiler` memory events, one untimed experience)."), "",
     ] + _fused_notes(rows) + [
-        "| setting | method | median ms / iteration | × Naive | × HAT | iterations timed | s / experience "
-        "| experience × Naive | subnormals / step | peak MiB | peak × Naive |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "× Naive by round: the lowest and highest ratio of one timed round's median iteration to `Naive`'s "
+        "in the same round (the rounds interleave the methods, so the spread shows the machine's drift).", "",
+        "| setting | method | median ms / iteration | × Naive | × Naive by round | × HAT | iterations timed "
+        "| s / experience | experience × Naive | subnormals / step | peak MiB | peak × Naive |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         sub = "n/a" if r["subnormals"] is None else f"{r['subnormals']:.1f}"
         lines.append(
-            f"| {r['setting']} | {r['method']} | {r['median_ms']:.3f} | {r['ratio']:.2f} | {r['hat_ratio']:.2f} | "
+            f"| {r['setting']} | {r['method']} | {r['median_ms']:.3f} | {r['ratio']:.2f} | "
+            f"{r['round_ratios'][0]:.2f}–{r['round_ratios'][1]:.2f} | {r['hat_ratio']:.2f} | "
             f"{r['iterations']} | {r['experience_s']:.3f} ({r['experience_iterations']} it.) | "
             f"{_number(r['experience_ratio'], '.2f')} | {sub} | {_number(r['peak_mib'], '.2f')} | "
             f"{_number(r['peak_ratio'], '.2f')} |")
