@@ -270,6 +270,11 @@ def test_flush_gradients_zeroes_at_most_the_floor_and_keeps_every_other_bit():
     assert param.grad[[0, 1, 4]].tolist() == [0.0, 0.0, 0.0]
     assert torch.equal(param.grad[2:4], expected[2:4]) and torch.isnan(param.grad[5])
     assert GRADIENT_FLOOR == 1e-16
+    # a gradient set to an expanded tensor (its elements share memory) cannot be written in place
+    shared = torch.nn.Parameter(torch.zeros(2, 3))
+    shared.grad = torch.tensor([1e-17, 2.0, -3.0]).expand(2, 3)
+    flush_gradients_([shared])
+    assert shared.grad.tolist() == [[0.0, 2.0, -3.0]] * 2
 
 
 def test_normalisation_with_flush_equals_the_plain_one_except_below_the_floors():

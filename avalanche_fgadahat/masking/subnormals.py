@@ -81,12 +81,17 @@ def flush_gradients_(parameters, floor: float | None = None) -> None:
     """Set every element of each parameter's ``.grad`` with ``|g| ≤ floor`` (default
     :data:`GRADIENT_FLOOR`) to 0, in place (one ``hardshrink`` pass written into the gradient: no
     new tensor, the other elements keep their bits). ``parameters``: an iterable of parameters;
-    those without a floating-point dense gradient are skipped."""
+    those without a floating-point dense gradient are skipped. A gradient that cannot be written in
+    place (one a user set to an expanded tensor, whose elements share memory) is replaced by its
+    flushed copy instead."""
     floor = GRADIENT_FLOOR if floor is None else floor
     for param in parameters:
         grad = param.grad
         if grad is not None and grad.is_floating_point() and grad.layout is torch.strided:
-            torch.hardshrink(grad, floor, out=grad)
+            try:
+                torch.hardshrink(grad, floor, out=grad)
+            except RuntimeError:  # e.g. internal overlap; any other error is raised again below
+                param.grad = torch.nn.functional.hardshrink(grad, floor)
 
 
 class SubnormalCounter(TorchDispatchMode):
