@@ -363,7 +363,8 @@ def to_markdown(rows: list[dict], device: torch.device, clock: str = "wall") -> 
                         "(the step's transients; `torch.profiler` memory events, one untimed experience)."), "",
     ] + _fused_notes(rows) + [
         "× Naive by round: the lowest and highest ratio of one timed round's median iteration to `Naive`'s "
-        "in the same round (the rounds interleave the methods, so the spread shows the machine's drift).", "",
+        "in the same round (the rounds interleave the methods, so the spread shows the machine's drift); "
+        "× Naive is the ratio of the medians over all timed iterations, so it can fall outside that range.", "",
         "| setting | method | median ms / iteration | × Naive | × Naive by round | × HAT | iterations timed "
         "| s / experience | experience × Naive | subnormals / step | peak MiB | peak × Naive |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
@@ -396,6 +397,11 @@ def main() -> None:
     device = torch.device(args.device)
     clock = args.clock
     check_clock(parser, clock, device)
+    if args.rounds < 1:
+        parser.error(f"--rounds must be at least 1, got {args.rounds}")
+    if device.type == "cpu" and min(args.iterations, args.slow_iterations) < 3:
+        parser.error("--iterations and --slow-iterations must be at least 3 on the cpu (the memory round "
+                     f"profiles iterations 2 and 3), got {args.iterations} and {args.slow_iterations}")
     from avalanche_fgadahat.importance import IMPORTANCE_TYPES
 
     if args.importance == "all":

@@ -194,6 +194,9 @@ def test_the_flushed_gradients_are_listed_on_the_first_step_of_each_experience()
     model.register_parameter("next", nn.Parameter(torch.zeros(2)))
     engine.prepare(model)  # the next experience lists again
     assert any(p is model.next for p in engine.non_embedding_parameters(model))
+    model.register_parameter("in_epoch", nn.Parameter(torch.zeros(2)))
+    engine.relist_parameters()  # what HATPlugin.before_training_epoch does: each epoch lists again
+    assert any(p is model.in_epoch for p in engine.non_embedding_parameters(model))
 
 
 class _GradRecorder(SupervisedPlugin):

@@ -141,6 +141,15 @@ def test_min_max_normalize_hand_values():
 AGG = {"min": min, "max": max, "mean": lambda a, b: (a + b) / 2}
 
 
+def test_min_max_normalize_keeps_any_shape_and_each_dtype():
+    matrix = torch.tensor([[1.0, 3.0], [2.0, 5.0]])
+    assert torch.equal(min_max_normalize(matrix), torch.tensor([[0.0, 2.0], [1.0, 4.0]]) / (4.0 + 1e-8))
+    assert min_max_normalize(torch.tensor(2.0)).shape == ()  # a 0-d tensor: 0
+    mixed = min_max_normalize_all([torch.tensor([1.0, 2.0]), torch.tensor([1.0, 4.0], dtype=torch.float64)])
+    assert [m.dtype for m in mixed] == [torch.float32, torch.float64]
+    assert torch.equal(mixed[1], min_max_normalize(torch.tensor([1.0, 4.0], dtype=torch.float64)))
+
+
 def test_min_max_normalize_all_layers_at_once_equals_one_at_a_time():
     torch.manual_seed(0)
     xs = [torch.rand(7) * 5, torch.full((3,), 2.5), torch.randn(1), torch.rand(40) * 1e-9]

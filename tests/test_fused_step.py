@@ -187,12 +187,22 @@ def test_fused_step_is_off_by_default_and_refuses_a_non_bool():
 
 def test_no_module_imports_the_compiler_and_importing_the_package_compiles_nothing():
     """``torch.compile`` runs on a kernel's first call only: no library module imports
-    ``torch._dynamo``/``torch._inductor`` itself, and importing every module of the fused step
-    in a fresh interpreter calls ``torch.compile`` zero times."""
+    ``torch._dynamo``/``torch._inductor`` at import time (``masking/fusion.py`` reads inductor's
+    option list inside the compiling call), and importing every module of the fused step in a
+    fresh interpreter calls ``torch.compile`` zero times."""
+    def import_time_nodes(tree):  # module-level statements, through if/try blocks, not into functions
+        pending = list(tree.body)
+        while pending:
+            node = pending.pop()
+            yield node
+            if isinstance(node, (ast.If, ast.Try)):
+                pending += [*node.body, *node.orelse, *getattr(node, "finalbody", []),
+                            *(n for h in getattr(node, "handlers", []) for n in h.body)]
+
     for path in PACKAGE_ROOT.rglob("*.py"):
         if "experiments" in path.parts:
             continue
-        for node in ast.walk(ast.parse(path.read_text())):
+        for node in import_time_nodes(ast.parse(path.read_text())):
             names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
                 [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
             assert not any(n.startswith(("torch._dynamo", "torch._inductor")) for n in names), path
@@ -227,3 +237,30 @@ def test_a_compiled_sigmoid_is_not_the_gates_bit_for_bit_which_is_why_the_gate_s
         ulp = torch.nextafter(e, torch.full_like(e, 2.0)) - e
         worst = max(worst, float(((e - c).abs() / ulp).max()))
     assert worst <= 2.0
+
+
+def test_a_user_expanded_gradient_takes_the_eager_path_instead_of_crashing(digits5):
+    """The fused kernels write each gradient in place; a gradient a user set to an expanded tensor
+    (its elements share memory) cannot be written so: that step runs eagerly, where the flush
+    replaces it, with no ``FusedStepWarning`` and the eager run's numbers."""
+    from avalanche.core import SupervisedPlugin
+    from avalanche.training import Naive
+
+    class ExpandBiasGradient(SupervisedPlugin):
+        def after_backward(self, strategy, **kwargs):
+            bias = strategy.model.body.fc[0].bias
+            bias.grad = bias.grad.mean().expand_as(bias)
+
+    states = []
+    for fused in (False, True):
+        set_seed(0)
+        model = HATMLP(64, (16,))
+        strategy = Naive(model=model, optimizer=torch.optim.Adam(model.parameters(), lr=1e-2), train_mb_size=64,
+                         train_epochs=1, evaluator=quiet(), plugins=[ExpandBiasGradient(), HATPlugin(fused_step=fused)])
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", FusedStepWarning)
+            for experience in digits5.train_stream[:2]:
+                strategy.train(experience)
+        states.append({k: v.clone() for k, v in model.state_dict().items()})
+    assert states[0].keys() == states[1].keys()
+    assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])

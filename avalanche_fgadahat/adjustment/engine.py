@@ -108,13 +108,19 @@ class RateEngine:
 
     def non_embedding_parameters(self, model: HATBackbone) -> list[torch.nn.Parameter]:
         """Every parameter of ``model`` but its task embeddings: the gradients the step flushes.
-        Listed on the first call after :meth:`prepare` (the experience's first step, after every
-        plugin's start-of-experience work, e.g. a new head) and kept for the experience: walking
-        the module tree every step cost as much as the flush itself on the benchmark MLP."""
+        Listed on the first call after :meth:`prepare` or :meth:`relist_parameters` (the first
+        step of an experience and of each epoch, after every plugin's start-of-experience and
+        start-of-epoch work, e.g. a new head) and kept until then: walking the module tree every
+        step cost as much as the flush itself on the benchmark MLP. A parameter added in the middle
+        of an epoch is flushed from the next epoch on."""
         if self._other_parameters is None:
             embedding = model.task_embeddings
             self._other_parameters = [p for p in model.parameters() if p is not embedding]
         return self._other_parameters
+
+    def relist_parameters(self) -> None:
+        """List the flushed parameters anew on the next call (HAT plugin: at each epoch's start)."""
+        self._other_parameters = None
 
     def new_step(self) -> None:
         """A new training step began: forget the last step's capacity."""

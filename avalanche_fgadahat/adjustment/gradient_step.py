@@ -90,6 +90,8 @@ def adjust_step_gradients_(model: HATBackbone, engine: RateEngine, signals: Step
     """
     embedding = model.task_embeddings
     operands = engine.fused_operands(signals) if fused and embedding.grad is not None else None
+    if operands is not None and not all(param.grad.is_contiguous() for param in operands[0]):
+        operands = None  # e.g. a gradient a user set to an expanded tensor: the kernel writes in place
     if operands is None:  # eager; or a fused step whose rates have no fused form
         flush_gradients_(engine.non_embedding_parameters(model))
         engine.adjust_(signals)

@@ -30,7 +30,8 @@ STEP_IMPORTANCE_FLOOR = 1e-20
 
 
 def min_max_normalize(x: torch.Tensor) -> torch.Tensor:
-    """Scale ``x`` into ``[0, 1)`` (see module doc); no host synchronisation."""
+    """Scale ``x`` (any shape; min and max over all its elements) into ``[0, 1)`` (see module doc);
+    no host synchronisation."""
     return min_max_normalize_all([x])[0]
 
 
@@ -66,10 +67,15 @@ def min_max_normalize_segments(flat: torch.Tensor, lengths: torch.Tensor, segmen
 
 
 def min_max_normalize_all(xs: list[torch.Tensor], flush: bool = False) -> list[torch.Tensor]:
-    """:func:`min_max_normalize` of each vector of ``xs`` (1-d each), concatenated and normalised
-    per segment (:func:`min_max_normalize_segments`). ``flush``: see module doc."""
+    """:func:`min_max_normalize` of each tensor of ``xs`` (any shapes; each keeps its shape, dtype
+    and device), flattened, concatenated and normalised per segment
+    (:func:`min_max_normalize_segments`); tensors of different dtypes or devices are normalised
+    one at a time. ``flush``: see module doc."""
     if not xs:
         return []
+    if len({(x.dtype, x.device) for x in xs}) > 1:
+        return [min_max_normalize_all([x], flush)[0] for x in xs]
     sizes = tuple(x.numel() for x in xs)
     lengths, segment = segment_index(sizes, xs[0].device)
-    return list(min_max_normalize_segments(torch.cat(xs), lengths, segment, flush).split(sizes))
+    flat = min_max_normalize_segments(torch.cat([x.reshape(-1) for x in xs]), lengths, segment, flush)
+    return [part.view(x.shape) for part, x in zip(flat.split(sizes), xs)]

@@ -34,7 +34,22 @@ from typing import Any
 import torch
 from torch.utils._python_dispatch import is_in_torch_dispatch_mode
 
-__all__ = ["FusedKernel", "FusedStepWarning"]
+__all__ = ["EAGER_NUMERICS", "FusedKernel", "FusedStepWarning", "eager_numerics_options"]
+
+#: inductor options that make compiled element-wise code round as eager does, used where this
+#: torch has them: on a GPU Triton divides approximately (``div.full``) and contracts ``a·b + c``
+#: into fused multiply-adds unless told otherwise, and flushes subnormals; on the CPU they change
+#: nothing (float32 kernels)
+EAGER_NUMERICS = ("eager_numerics.division_rounding", "eager_numerics.disable_ftz", "emulate_precision_casts")
+
+
+def eager_numerics_options() -> dict[str, bool]:
+    """``{option: True}`` for each of :data:`EAGER_NUMERICS` this torch's inductor knows (imports
+    ``torch._inductor``: call it when compiling, not at import)."""
+    from torch._inductor import list_options
+
+    available = set(list_options())
+    return {name: True for name in EAGER_NUMERICS if name in available}
 
 
 class FusedStepWarning(RuntimeWarning):
@@ -71,7 +86,8 @@ class FusedKernel:
         if self.failure is None and not is_in_torch_dispatch_mode(include_infra_modes=False):
             try:
                 if self._compiled is None:
-                    self._compiled = torch.compile(self.function, dynamic=False, fullgraph=True)
+                    self._compiled = torch.compile(self.function, dynamic=False, fullgraph=True,
+                                                   options=eager_numerics_options())
                 result = self._compiled(*args)
             except Exception as error:  # noqa: BLE001 - any compiler failure falls back, loudly
                 self._fall_back(error)

@@ -209,9 +209,8 @@ class HATPlugin(HATFamilyPlugin, ConfiguredSettings, SupervisedPlugin):
         model.begin_training(task, record_activations=self._records_activations())
         self.task = task
         self.assignment.record(strategy.experience, task)  # known from now on (periodic evaluations)
-        self._regularizer = MaskSparsityRegularizer(
-            model.cumulative_masks(), self.config.mask_sparsity_reg_factor, self.config.mask_sparsity_reg_mode
-        )
+        self._regularizer = MaskSparsityRegularizer(model.cumulative_masks(), self.config.mask_sparsity_reg_factor,
+                                                    self.config.mask_sparsity_reg_mode)
         self.engine.prepare(model)
         frozen = self.engine.frozen_rates()
         if frozen:  # frozen weights: Adam's v seeded (same updates, faster CPU sqrt)
@@ -275,8 +274,9 @@ class HATPlugin(HATFamilyPlugin, ConfiguredSettings, SupervisedPlugin):
         self.signals = StepSignals(layer_sparsity=value)
 
     def before_training_epoch(self, strategy, **kwargs) -> None:
-        """Count the epoch's mini-batches ``B`` for the annealing schedule (HAT Eq. 3)."""
+        """Count the epoch's mini-batches ``B`` (annealing, HAT Eq. 3); list the gradients to flush anew."""
         self._num_batches = len(strategy.dataloader)
+        self.engine.relist_parameters()
 
     def before_forward(self, strategy, **kwargs) -> None:
         """Refuse a mini-batch holding other tasks (rolled back, ``ValueError`` naming the
