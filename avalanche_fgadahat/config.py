@@ -73,8 +73,9 @@ class HATConfig:
         ``True``: it runs as a few functions compiled by ``torch.compile`` — the gradient flush,
         rates and embedding-gradient compensation after the backward pass
         (``adjustment/gradient_step.py``), FG-AdaHAT's importance normalisation and accumulation
-        after the update — fewer kernel launches, the same numbers bit for bit
-        (``tests/test_fused_step.py``; ``docs/benchmark.md``, "Fused step"). The gate σ(s·e)
+        after the update — fewer kernel launches, the same numbers bit for bit on the CPU and on
+        CUDA (compiled with inductor's eager-numerics options; ``tests/test_fused_step.py``,
+        ``docs/benchmark.md``, "Fused step"). The gate σ(s·e)
         stays eager (a compiled σ differs by up to two float32 ulps). Compile time, seconds on a
         CPU, is paid on the first training step of each network in each process, so short runs
         may lose time; without a working compiler it warns (``FusedStepWarning``) and runs eagerly.
