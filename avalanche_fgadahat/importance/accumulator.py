@@ -56,11 +56,9 @@ def add_step_importances_(sums: list[torch.Tensor], raws: list[torch.Tensor], ma
 FUSED_ACCUMULATION = FusedKernel(add_step_importances_, "importance normalisation + accumulation")
 
 
-def _detached(tensor: torch.Tensor, dtype: torch.dtype | None) -> torch.Tensor:
-    """``tensor`` detached and in ``dtype`` (``None``: its own), without an op where it already is."""
-    if tensor.requires_grad:
-        tensor = tensor.detach()
-    return tensor if dtype is None or tensor.dtype == dtype else tensor.to(dtype)
+def _in_dtype(tensor: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """``tensor`` in ``dtype``, without an op where it already is."""
+    return tensor if tensor.dtype == dtype else tensor.to(dtype)
 
 
 class ImportanceAccumulator:
@@ -115,10 +113,10 @@ class ImportanceAccumulator:
                     f"importance type {self.importance_type!r} returned shape {got} for unit "
                     f"group {key!r}; expected ({state.num_units},)"
                 )
-        with torch.no_grad():
+        with torch.no_grad():  # nothing below is recorded by autograd, so no input needs a detach op
             sums = [state.importance_step_sum for state in states.values()]
-            raws = [_detached(raw[key], total.dtype) for key, total in zip(states, sums)]
-            masks = [_detached(ctx.masks[key], None) for key in states] if self.step_multiply_training_mask else None
+            raws = [_in_dtype(raw[key], total.dtype) for key, total in zip(states, sums)]
+            masks = [ctx.masks[key] for key in states] if self.step_multiply_training_mask else None
             lengths, segment = segment_index(tuple(s.numel() for s in sums), sums[0].device)
             (FUSED_ACCUMULATION if fused else add_step_importances_)(sums, raws, masks, lengths, segment)
             model.importance_steps.add_(1)

@@ -126,11 +126,16 @@ def compensate_embedding_gradient_(
     grad = embedding.grad
     if grad is None:
         return
-    e = embedding.detach()
-    numerator = torch.cosh(torch.clamp(scale * e, -clamp_threshold, clamp_threshold)) + 1
-    denominator = torch.cosh(e) + 1
-    factor = numerator.div_(denominator).mul_(s_max / scale)
+    factor = compensation_factor(embedding.detach(), scale, s_max / scale, clamp_threshold)
     grad.masked_fill_(product_below(grad, factor, 2 * GRADIENT_FLOOR), 0.0).mul_(factor)
+
+
+def compensation_factor(embedding: torch.Tensor, scale: Scalar, ratio: Scalar, clamp_threshold: Scalar) -> torch.Tensor:
+    """HAT Eq. (4)'s factor ``(s_max/s) · (cosh(clamp(s·e, −θ, θ)) + 1) / (cosh(e) + 1)``, shaped as
+    ``embedding`` (detached); ``ratio`` is ``s_max / s``. Python floats, or 0-d tensors of the
+    embedding's dtype and device holding their float32 values (the fused step's compiled form)."""
+    numerator = torch.cosh(torch.clamp(scale * embedding, -clamp_threshold, clamp_threshold)) + 1
+    return numerator.div_(torch.cosh(embedding) + 1).mul_(ratio)
 
 
 def compensated_gradient(embedding: torch.Tensor, grad: torch.Tensor, scale: Scalar, ratio: Scalar,
@@ -143,6 +148,5 @@ def compensated_gradient(embedding: torch.Tensor, grad: torch.Tensor, scale: Sca
     device holding their float32 values. The float32 operations and their order are the in-place
     form's, so the result has its bits (the fused step, ``fused_step=True``, compiles this form).
     """
-    numerator = torch.cosh(torch.clamp(scale * embedding, -clamp_threshold, clamp_threshold)) + 1
-    factor = numerator / (torch.cosh(embedding) + 1) * ratio
+    factor = compensation_factor(embedding, scale, ratio, clamp_threshold)
     return grad.masked_fill(product_below(grad, factor, 2 * GRADIENT_FLOOR), 0.0) * factor
