@@ -158,7 +158,9 @@ def test_list_form_of_the_step_rates_equals_the_per_parameter_rates(kind):
     for (param, _, _), grad, rate in zip(plugin.engine.entries, grads, per_parameter):
         torch.testing.assert_close(param.grad, grad * rate, rtol=1e-6, atol=0)  # g / x vs g · (1/x): rounding only
     assert any(float(r.min()) < 0.9 for r in per_parameter)  # not trivially 1
-    assert sorted(i for g in plugin.engine.groups for i in g) == list(range(len(plugin.engine.entries)))
+    # each entry is divided once: from its per-unit vectors (every entry here: min aggregation) or in a group
+    engine = plugin.engine
+    assert sorted([i for g in engine.groups for i in g] + list(engine.separable)) == list(range(len(engine.entries)))
 
 
 def test_rate_groups_keep_temporaries_within_the_largest_parameter():
@@ -197,6 +199,87 @@ def test_the_flushed_gradients_are_listed_on_the_first_step_of_each_experience()
     model.register_parameter("in_epoch", nn.Parameter(torch.zeros(2)))
     engine.relist_parameters()  # what HATPlugin.before_training_epoch does: each epoch lists again
     assert any(p is model.in_epoch for p in engine.non_embedding_parameters(model))
+
+
+def _fgadahat_plugin(model: HATBackbone, **settings):
+    from avalanche_fgadahat import FGAdaHATPlugin
+
+    with torch.no_grad():
+        for index, state in enumerate(model.unit_state.values()):  # importances with ties, zeros and spread
+            values = torch.tensor([((i * 5 + index) % 7) * 0.37 for i in range(state.num_units)])
+            state.summed_importance.copy_(values)
+    return FGAdaHATPlugin(adjustment_intensity=ALPHA, **settings)
+
+
+SOFT_RATE_SETTINGS = {
+    "adahat": {},
+    "fgadahat": {},
+    "fgadahat_max": {"neuron_to_weight_importance_aggregation_mode": "max"},
+    "fgadahat_sparsity_reg": {"importance_scheduler_type": "sparsity_reg"},
+    "fgadahat_mean": {"neuron_to_weight_importance_aggregation_mode": "mean"},
+    "fgadahat_summative_scheduler": {"importance_scheduler_type": "summative_mask_sparsity_reg"},
+    "fgadahat_filtered": {"filter_by_cumulative_mask": True},
+}
+#: settings whose ``P`` of a weight between two unit groups is no ``min``/``max`` of two vectors
+#: (or is one only by accident of the data): those weights keep the general path
+NOT_SEPARABLE = {"fgadahat_mean", "fgadahat_summative_scheduler", "fgadahat_filtered"}
+
+
+@pytest.mark.parametrize("setting", sorted(SOFT_RATE_SETTINGS))
+@pytest.mark.parametrize("kind", sorted(MODELS))
+def test_soft_rate_from_per_unit_vectors_has_the_bits_of_the_stored_measure(kind, setting):
+    """AdaHAT's and FG-AdaHAT's step divides by ``1 + P·k`` built from per-unit vectors where ``P``
+    is a min/max of two of them (``adjustment/separable.py``): the gradients have the bits of the
+    rule's list form on the stored ``P`` (the form before), on random gradients and large ``k``."""
+    torch.manual_seed(0)
+    model = MODELS[kind]()
+    _, sparsity = _set_state(model, trained=2)
+    if setting == "adahat":
+        plugin = AdaHATPlugin(adjustment_intensity=ALPHA, epsilon=EPSILON)
+    else:
+        plugin = _fgadahat_plugin(model, **SOFT_RATE_SETTINGS[setting])
+    engine = plugin.engine
+    engine.prepare(model)
+    weights_between_groups = [i for i, (p, _, _) in enumerate(engine.entries)
+                              if any(p is l.weight and l.input_groups for l in model.param_layouts)]
+    assert weights_between_groups
+    if setting in NOT_SEPARABLE:
+        assert not set(weights_between_groups) & set(engine.separable)
+    else:
+        assert sorted(engine.separable) == list(range(len(engine.entries)))
+    for scale in (1.0, 1e3, 1e7):
+        plugin.layer_sparsity = {k: v * scale for k, v in sparsity.items()}
+        grads = [torch.randn_like(m) * 10.0 ** torch.randint(-30, 3, m.shape) for _, m, _ in engine.entries]
+        results = []
+        for use_vectors in (True, False):
+            for (param, _, _), grad in zip(engine.entries, grads):
+                param.grad = grad.clone()
+            if use_vectors:
+                engine.adjust_(plugin.signals)
+            else:  # the rule's list form on the stored P, every entry
+                entries = engine.entries
+                plugin.rule.adjust_([p.grad for p, _, _ in entries], [m for _, m, _ in entries],
+                                    [k for _, _, k in entries], plugin.signals)
+                from avalanche_fgadahat.masking.subnormals import flush_gradients_
+                flush_gradients_(p for p, _, _ in entries)
+            results.append([p.grad.view(torch.int32).clone() for p, _, _ in engine.entries])
+        assert all(torch.equal(a, b) for a, b in zip(*results)), scale
+
+
+def test_an_entry_whose_vectors_do_not_rebuild_its_measure_keeps_the_general_path():
+    from avalanche_fgadahat.adjustment.separable import separable_measures
+
+    model = _mlp()
+    _set_state(model, trained=2)
+    plugin = AdaHATPlugin(adjustment_intensity=ALPHA, epsilon=EPSILON)
+    plugin.engine.prepare(model)
+    unit = plugin.rule.unit_measure(model)
+    measures = [m.clone() for _, m, _ in plugin.engine.entries]
+    assert sorted(separable_measures(model.param_layouts, unit, "min", measures, None)) == list(range(len(measures)))
+    measures[2].view(-1)[3] += 0.5  # one element off: that entry is not separable
+    found = separable_measures(model.param_layouts, unit, "min", measures, None)
+    assert 2 not in found and len(found) == len(measures) - 1
+    assert separable_measures(model.param_layouts, unit, "mean", measures, None) == {}
 
 
 class _GradRecorder(SupervisedPlugin):

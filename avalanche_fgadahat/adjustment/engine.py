@@ -4,9 +4,11 @@ At the start of an experience :meth:`RateEngine.prepare` broadcasts the rule's p
 measure to every masked-layer parameter (weights, existing biases; ``masking.broadcast``),
 folds in the rule's per-parameter factors, and evaluates the rates once when the rule does
 not depend on the step. Every training step :meth:`RateEngine.adjust_` multiplies the
-gradients by the rates in place: constant rates in one ``torch._foreach_mul_``; per-step
-rules with a list form a group of parameters at a time (a group's temporaries never exceed
-the largest parameter); other per-step rules one parameter at a time. The caller hands in
+gradients by the rates in place: constant rates in one ``torch._foreach_mul_``; AdaHAT's and
+FG-AdaHAT's soft rate, where ``P`` is a ``min``/``max`` of two per-unit vectors, from those
+vectors (``adjustment/separable.py``: the same bits, no read of the stored ``P``); other
+per-step rules with a list form a group of parameters at a time (a group's temporaries never
+exceed the largest parameter); the rest one parameter at a time. The caller hands in
 gradients already flushed below ``masking.subnormals.GRADIENT_FLOOR``; unless every rate is 0
 or 1 (``AdjustmentRule.binary_rates``) the adjusted gradients are flushed again, so the
 optimizer never sees a gradient below it (``docs/deviations.md`` H16).
@@ -23,6 +25,7 @@ from ..masking.broadcast import broadcast
 from ..masking.subnormals import flush_gradients_
 from ..models.base import HATBackbone
 from .base import AdjustmentRule, StepSignals
+from .separable import SeparableMeasure, divide_by_soft_rates_, separable_measures
 
 #: ``(parameter, per-parameter measure P, output unit group)``
 Entry = tuple[torch.nn.Parameter, torch.Tensor, str]
@@ -57,17 +60,22 @@ class RateEngine:
     :param rule: the rule (it carries its own parameters).
 
     State (one experience): ``entries`` (:data:`Entry` per parameter, weights then bias per
-    layout), ``constant_rates`` (rules that do not read the step, else ``None``), ``groups``.
+    layout), ``constant_rates`` (rules that do not read the step, else ``None``), ``separable``
+    (entry index → per-unit vectors of its ``P``, for a soft rate with a list form; the step
+    divides those entries' gradients from the vectors), ``groups`` (the other entries).
     """
 
     #: the list :meth:`non_embedding_parameters` keeps (a class default: engines pickled before it existed)
     _other_parameters: list[torch.nn.Parameter] | None = None
+    #: class default for engines pickled before it existed (they are prepared again before a step)
+    separable: dict[int, SeparableMeasure] = {}
 
     def __init__(self, rule: AdjustmentRule) -> None:
         self.rule = rule
         self.entries: list[Entry] = []
         self.constant_rates: list[torch.Tensor] | None = None
         self.groups: list[list[int]] = []
+        self.separable: dict[int, SeparableMeasure] = {}
         self.constant_capacity: float | None = None
         self.step_capacity: float | None = None
         self._other_parameters: list[torch.nn.Parameter] | None = None
@@ -75,7 +83,7 @@ class RateEngine:
     def prepare(self, model: HATBackbone) -> None:
         """Start of an experience: broadcast the measure once; evaluate constant rates once."""
         rule = self.rule
-        self.entries, self.constant_rates, self.groups = [], None, []
+        self.entries, self.constant_rates, self.groups, self.separable = [], None, [], {}
         self.constant_capacity = self.step_capacity = None
         self._other_parameters = None
         rule.prepare(model)
@@ -94,7 +102,12 @@ class RateEngine:
                 raise RuntimeError("the rule's parameter factors do not match the broadcast parameter entries")
             self.entries = [(param, (measure * factor).contiguous(), key)
                             for (param, measure, key), factor in zip(self.entries, factors)]
-        self.groups = groups_up_to_largest([m.numel() for _, m, _ in self.entries])
+        if rule.per_step and rule.has_list_form and type(rule).soft_coefficients is not AdjustmentRule.soft_coefficients:
+            self.separable = separable_measures(model.param_layouts, unit, rule.aggregation,
+                                                [m for _, m, _ in self.entries], factors)
+        general = [i for i in range(len(self.entries)) if i not in self.separable]
+        self.groups = [[general[i] for i in group]
+                       for group in groups_up_to_largest([self.entries[i][1].numel() for i in general])]
         if not rule.per_step:
             signals = StepSignals()
             self.constant_rates = [rule.rate(m, k, signals) for _, m, k in self.entries]
@@ -144,6 +157,14 @@ class RateEngine:
                 torch._foreach_mul_(grads, rates)
             return
         rule = self.rule
+        if self.separable:
+            live = [i for i in self.separable if self.entries[i][0].grad is not None]
+            grads, keys = [self.entries[i][0].grad for i in live], [self.entries[i][2] for i in live]
+            coefficients = rule.soft_coefficients(keys, signals)
+            if coefficients is None:  # not the soft rate's form after all: the list form on the stored P
+                rule.adjust_(grads, [self.entries[i][1] for i in live], keys, signals)
+            else:
+                divide_by_soft_rates_(grads, [self.separable[i] for i in live], coefficients, rule.aggregation)
         if not rule.has_list_form:
             for param, measure, key in self.entries:
                 if param.grad is not None:

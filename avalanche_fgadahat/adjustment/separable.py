@@ -1,0 +1,115 @@
+"""The soft rate's divisor from per-unit vectors, where that gives the same bits (AdaHAT, FG-AdaHAT).
+
+AdaHAT's and FG-AdaHAT's rate divides a masked-layer gradient by ``d = 1 + P·k`` (``k = (ε +
+R_l)/α`` of the layer, one number per step; ``adjustment/adahat_rules.py``). With the ``min``
+(or ``max``) aggregation ``P`` of a weight is ``min(u[i], v[j])`` broadcast from two per-unit
+vectors (``masking/broadcast.py``), and ``x ↦ fl(fl(x·k) + 1)`` is monotone for ``k ≥ 0``
+(float rounding is monotone), so
+
+    ``fl(fl(min(u_i, v_j)·k) + 1) = min(fl(fl(u_i·k) + 1), fl(fl(v_j·k) + 1))``
+
+bit for bit: the divisor is formed from the two vectors (a few ops on ``units`` elements, then
+one broadcast ``minimum`` written once) instead of from the stored ``P`` (a read of a
+parameter-sized tensor and two passes over another one); a first-layer weight (``P = u[i]``
+over its inputs) and a bias divide by the ``(units, 1, …)`` vector directly, with no
+parameter-sized temporary at all. A per-parameter factor folded into ``P`` once per experience
+(FG-AdaHAT's linear term ``L``) keeps the form where it is one number ``c ≥ 0`` per parameter:
+``fl(min(u, v)·c) = min(fl(u·c), fl(v·c))``.
+
+:func:`separable_measures` finds the entries with this form at the start of an experience and
+checks, per entry, that the vectors rebuild the stored ``P`` bit for bit (otherwise the entry
+keeps the general path); :func:`divide_by_soft_rates_` applies them every step. The ``mean``
+aggregation, a factor that varies within a parameter (the ``summative_mask_sparsity_reg``
+scheduler, ``filter_by_cumulative_mask``) and rules without this rate keep the general path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import torch
+
+from ..masking.layout import ParamLayout
+
+__all__ = ["SEPARABLE_AGGREGATIONS", "SeparableMeasure", "divide_by_soft_rates_", "separable_measures"]
+
+#: aggregations under which a monotone function of ``P`` is the aggregation of the function
+SEPARABLE_AGGREGATIONS = {"min": torch.minimum, "max": torch.maximum}
+
+#: ``(output vector (units, 1, …) or (units,), input vector (1, inputs, …) or None)``
+SeparableMeasure = tuple[torch.Tensor, torch.Tensor | None]
+
+
+def _layer_vectors(layout: ParamLayout, unit: Mapping[str, torch.Tensor]) -> list[SeparableMeasure]:
+    """The vectors of a layout's weight, then of its bias if it has one (the engine's entry order)."""
+    weight = layout.weight
+    extra = (1,) * (weight.dim() - 2)
+    out = unit[layout.out_key]
+    if layout.in_segments:
+        parts = [unit[key].repeat_interleave(repeat) if repeat > 1 else unit[key] for key, repeat in layout.in_segments]
+        inputs = torch.cat(parts)
+    elif layout.in_key is None:
+        inputs = None
+    else:
+        inputs = unit[layout.in_key]
+        if layout.in_repeat > 1:
+            inputs = inputs.repeat_interleave(layout.in_repeat)
+    vectors = [(out.reshape(-1, 1, *extra), None if inputs is None else inputs.reshape(1, -1, *extra))]
+    if layout.bias is not None:
+        vectors.append((out, None))
+    return vectors
+
+
+def _constant(factor: torch.Tensor) -> torch.Tensor | None:
+    """The one value of ``factor`` as a 0-d tensor when every element equals it and it is ``≥ 0``."""
+    value = factor.reshape(-1)[0]
+    return value if bool(((factor == value).all()) & (value >= 0)) else None
+
+
+def _same_bits(a: torch.Tensor, b: torch.Tensor) -> bool:
+    return a.shape == b.shape and a.dtype == b.dtype and torch.equal(a.contiguous().view(torch.uint8), b.contiguous().view(torch.uint8))
+
+
+def separable_measures(layouts: Sequence[ParamLayout], unit: Mapping[str, torch.Tensor], aggregation: str,
+                       measures: Sequence[torch.Tensor], factors: Sequence[torch.Tensor] | None
+                       ) -> dict[int, SeparableMeasure]:
+    """``{entry index: vectors}`` for the entries whose stored ``measures[index]`` (``P``, factors
+    folded in) the vectors rebuild bit for bit (see module doc); ``{}`` for an aggregation other
+    than ``min`` and ``max``.
+
+    :param layouts: the model's ``param_layouts``; the entries are their weights, each followed
+        by its bias if any (``RateEngine.entries``' order), and ``measures`` their ``P``.
+    :param unit: the rule's per-unit measure; ``aggregation``: the rule's.
+    :param factors: the rule's per-parameter factors in the same order, or ``None``.
+    """
+    agg = SEPARABLE_AGGREGATIONS.get(aggregation)
+    if agg is None:
+        return {}
+    vectors = [v for layout in layouts for v in _layer_vectors(layout, unit)]
+    if len(vectors) != len(measures) or (factors is not None and len(factors) != len(measures)):
+        return {}
+    found: dict[int, SeparableMeasure] = {}
+    with torch.no_grad():
+        for index, ((out, inputs), measure) in enumerate(zip(vectors, measures)):
+            if factors is not None:
+                value = _constant(factors[index])
+                if value is None:
+                    continue
+                out, inputs = out * value, None if inputs is None else inputs * value
+            rebuilt = out if inputs is None else agg(out, inputs)
+            if rebuilt.dim() == measure.dim() and _same_bits(rebuilt.expand_as(measure), measure):
+                found[index] = (out, inputs)
+    return found
+
+
+def divide_by_soft_rates_(grads: Sequence[torch.Tensor], vectors: Sequence[SeparableMeasure],
+                          coefficients: Sequence[torch.Tensor], aggregation: str) -> None:
+    """``grad ← grad / (1 + P·k)`` in place for each gradient, with ``P`` given by its vectors and
+    ``k`` (a 0-d tensor) by ``coefficients``: the same bits as dividing by ``1 + P·k`` formed from
+    the stored ``P`` (module doc). Shapes: each gradient as its parameter; the vectors broadcast to it."""
+    agg = SEPARABLE_AGGREGATIONS[aggregation]
+    for grad, (out, inputs), k in zip(grads, vectors, coefficients):
+        divisor = torch.mul(out, k).add_(1.0)
+        if inputs is not None:
+            divisor = agg(divisor, torch.mul(inputs, k).add_(1.0))
+        grad.div_(divisor)
