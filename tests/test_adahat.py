@@ -282,6 +282,45 @@ def test_an_entry_whose_vectors_do_not_rebuild_its_measure_keeps_the_general_pat
     assert separable_measures(model.param_layouts, unit, "mean", measures, None) == {}
 
 
+@pytest.mark.parametrize("mode", ["hat", "hat_const_alpha", "adahat_no_reg"])
+@pytest.mark.parametrize("kind", sorted(MODELS))
+def test_a_first_layer_rate_is_kept_per_output_unit_and_multiplies_with_the_same_bits(kind, mode):
+    """Constant rates of a weight whose ``P`` does not vary over its inputs (the first layer) are
+    kept as ``(out, 1, …)`` (``engine.compact_rate``) and multiplied broadcast: the gradients have
+    the bits of the product with the full rate, and the capacity is the full rates' mean."""
+    torch.manual_seed(0)
+    model = MODELS[kind]()
+    _set_state(model, trained=2)
+    if mode == "adahat_no_reg":
+        plugin = AdaHATPlugin(adjustment_mode=mode, adjustment_intensity=ALPHA, epsilon=EPSILON)
+    else:
+        plugin = HATPlugin(adjustment_mode=mode, alpha=0.4)
+    engine = plugin.engine
+    engine.prepare(model)
+    full = [plugin.rule.rate(m, k, plugin.signals).expand_as(p) for p, m, k in engine.entries]
+    first = next(l for l in model.param_layouts if not l.input_groups)
+    index = next(i for i, (p, _, _) in enumerate(engine.entries) if p is first.weight)
+    assert engine.constant_rates[index].shape == (first.weight.shape[0],) + (1,) * (first.weight.dim() - 1)
+    assert all(r.shape == p.shape for i, ((p, _, _), r) in enumerate(zip(engine.entries, engine.constant_rates))
+               if i != index and any(p is l.weight and l.input_groups for l in model.param_layouts))
+    assert any(float(r.min()) < 1 for r in full)  # something is protected
+    grads = [torch.randn_like(p) for p, _, _ in engine.entries]
+    for (p, _, _), g in zip(engine.entries, grads):
+        p.grad = g.clone()
+    engine.adjust_(plugin.signals)
+    from avalanche_fgadahat.masking.subnormals import flush_gradients_
+
+    for (p, _, _), g, rate in zip(engine.entries, grads, full):
+        want = g * rate
+        if not plugin.rule.binary_rates:
+            p.grad, adjusted = want, p.grad
+            flush_gradients_([p])
+            want, p.grad = p.grad, adjusted
+        assert torch.equal(p.grad.view(torch.int32), want.view(torch.int32))
+    count = sum(r.numel() for r in full)
+    assert engine.capacity(plugin.signals) == pytest.approx(float(sum(r.double().sum() for r in full)) / count, rel=1e-6)
+
+
 class _GradRecorder(SupervisedPlugin):
     def __init__(self, model: HATBackbone) -> None:
         super().__init__()

@@ -4,7 +4,8 @@ At the start of an experience :meth:`RateEngine.prepare` broadcasts the rule's p
 measure to every masked-layer parameter (weights, existing biases; ``masking.broadcast``),
 folds in the rule's per-parameter factors, and evaluates the rates once when the rule does
 not depend on the step. Every training step :meth:`RateEngine.adjust_` multiplies the
-gradients by the rates in place: constant rates in one ``torch._foreach_mul_``; AdaHAT's and
+gradients by the rates in place: constant rates in one ``torch._foreach_mul_`` (a first-layer
+weight's, the same along its inputs, kept per output unit and multiplied broadcast); AdaHAT's and
 FG-AdaHAT's soft rate, where ``P`` is a ``min``/``max`` of two per-unit vectors, from those
 vectors (``adjustment/separable.py``: the same bits, no read of the stored ``P``); other
 per-step rules with a list form a group of parameters at a time (a group's temporaries never
@@ -45,6 +46,17 @@ def groups_up_to_largest(sizes: list[int]) -> list[list[int]]:
     return groups
 
 
+def compact_rate(rate: torch.Tensor) -> torch.Tensor:
+    """``rate`` as ``(out, 1, …)`` when it is the same along every dim but the first (a first-layer
+    weight's: ``P = M_l[i]`` over its inputs), checked bit for bit; else ``rate`` itself. The step
+    multiplies by it broadcast (the same products) and reads no parameter-sized rate tensor."""
+    if rate.dim() < 2:
+        return rate
+    first = rate[(slice(None),) + (slice(0, 1),) * (rate.dim() - 1)]
+    same = torch.equal(first.expand_as(rate).contiguous().view(torch.uint8), rate.contiguous().view(torch.uint8))
+    return first.clone() if same else rate
+
+
 def mean_rate(rates: list[torch.Tensor]) -> float:
     """Mean over every element of ``rates`` (one host synchronisation); 1.0 if empty."""
     count = sum(r.numel() for r in rates)
@@ -60,7 +72,8 @@ class RateEngine:
     :param rule: the rule (it carries its own parameters).
 
     State (one experience): ``entries`` (:data:`Entry` per parameter, weights then bias per
-    layout), ``constant_rates`` (rules that do not read the step, else ``None``), ``separable``
+    layout), ``constant_rates`` (rules that do not read the step, else ``None``; a first-layer
+    weight's kept as ``(out, 1, …)``, :func:`compact_rate`), ``separable``
     (entry index → per-unit vectors of its ``P``, for a soft rate with a list form; the step
     divides those entries' gradients from the vectors), ``groups`` (the other entries).
     """
@@ -110,8 +123,9 @@ class RateEngine:
                        for group in groups_up_to_largest([self.entries[i][1].numel() for i in general])]
         if not rule.per_step:
             signals = StepSignals()
-            self.constant_rates = [rule.rate(m, k, signals) for _, m, k in self.entries]
-            self.constant_capacity = mean_rate(self.constant_rates)
+            rates = [rule.rate(m, k, signals) for _, m, k in self.entries]
+            self.constant_capacity = mean_rate(rates)
+            self.constant_rates = [compact_rate(rate) for rate in rates]
 
     def frozen_rates(self) -> list[tuple[torch.nn.Parameter, torch.Tensor]]:
         """``(parameter, constant rate)`` pairs (empty for per-step rules)."""
@@ -150,9 +164,13 @@ class RateEngine:
         if self.constant_rates is not None:
             grads, rates = [], []
             for (param, _, _), rate in zip(self.entries, self.constant_rates):
-                if param.grad is not None:
+                if param.grad is None:
+                    continue
+                if rate.shape == param.grad.shape:
                     grads.append(param.grad)
                     rates.append(rate)
+                else:  # a compact rate (``compact_rate``), broadcast
+                    param.grad.mul_(rate)
             if grads:
                 torch._foreach_mul_(grads, rates)
             return
