@@ -83,7 +83,7 @@ for label, opts in (("default", {}), ("package", fusion.eager_numerics_options()
         results[f"{label}/{kname}"] = (total, n, round(t_e, 1), round(t_c, 1))
         print(f"{label:8s} {kname:13s} differing {total} of {n}; eager {t_e:.1f} us, compiled {t_c:.1f} us per call", flush=True)
     # accumulation
-    sizes = (256, 100, 64); lengths, segment = segment_index(sizes, dev)
+    sizes = (256, 100, 64); gather, segment = segment_index(sizes, dev)
     fa = torch.compile(acc.add_step_importances_, dynamic=False, fullgraph=True, options=opts) if opts else torch.compile(acc.add_step_importances_, dynamic=False, fullgraph=True)
     total = n = 0
     for trial in range(20):
@@ -91,7 +91,7 @@ for label, opts in (("default", {}), ("package", fusion.eager_numerics_options()
         for masks in ([(torch.rand(s, generator=g) ** 8).to(dev) for s in sizes], None):
             s1 = [torch.rand(s, generator=g).to(dev) for s in sizes]; s2 = [x.clone() for x in s1]
             with torch.no_grad():
-                acc.add_step_importances_(s1, raws, masks, lengths, segment); fa(s2, raws, masks, lengths, segment)
+                acc.add_step_importances_(s1, raws, masks, gather, segment); fa(s2, raws, masks, gather, segment)
             total += sum(ndiff(a, b) for a, b in zip(s1, s2)); n += sum(a.numel() for a in s1)
     print(f"{label:8s} accumulation  differing {total} of {n}", flush=True)
     results[f"{label}/accumulation"] = (total, n)

@@ -160,6 +160,21 @@ def test_min_max_normalize_all_layers_at_once_equals_one_at_a_time():
     assert all(torch.equal(min_max_normalize(x), b) for x, b in zip(xs, one_at_a_time))
     assert float(together[0].max()) > 0.99 and torch.equal(together[1], torch.zeros(3))
     assert min_max_normalize_all([]) == []
+    # empty tensors among others, and alone (each vector's min and max come from its own row)
+    with_empty = [torch.tensor([3.0, 1.0]), torch.empty(0), torch.tensor([7.0]), torch.rand(9) + 4]
+    got = min_max_normalize_all(with_empty)
+    assert got[1].shape == (0,) and torch.equal(got[2], torch.zeros(1))
+    assert all(torch.equal(a, min_max_normalize(x)) for a, x in zip(got, with_empty))
+    assert torch.equal(got[3], (with_empty[3] - with_empty[3].min()) / (with_empty[3].max() - with_empty[3].min() + 1e-8))
+    assert min_max_normalize(torch.empty(0, 3)).shape == (0, 3)
+
+
+def test_segment_index_rows_hold_each_vector_and_repeat_its_first_element():
+    from avalanche_fgadahat.importance.normalize import segment_index
+
+    gather, segment = segment_index((2, 0, 3), torch.device("cpu"))
+    assert gather.tolist() == [[0, 1, 0], [0, 0, 0], [2, 3, 4]]
+    assert segment.tolist() == [0, 0, 2, 2, 2]
 
 
 @pytest.mark.parametrize("scheduler", ["linear_sparsity_reg", "sparsity_reg", "summative_mask_sparsity_reg"])

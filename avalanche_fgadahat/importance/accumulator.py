@@ -21,7 +21,7 @@ from __future__ import annotations
 import torch
 
 from ..masking.fusion import FusedKernel
-from ..masking.subnormals import zero_where_product_below
+from ..masking.subnormals import product_threshold
 from ..models.base import HATBackbone
 from .lookup import resolve_importance_type
 from .normalize import STEP_IMPORTANCE_FLOOR, min_max_normalize_segments, segment_index
@@ -30,14 +30,14 @@ from .summing import SUMMING_STRATEGIES
 
 
 def add_step_importances_(sums: list[torch.Tensor], raws: list[torch.Tensor], masks: list[torch.Tensor] | None,
-                          lengths: torch.Tensor, segment: torch.Tensor) -> None:
+                          gather: torch.Tensor, segment: torch.Tensor) -> None:
     """``sums[l] += normalised(raws[l]) · masks[l]`` in place, for every unit group ``l`` at once.
 
     :param sums: the ``importance_step_sum`` buffers, ``(units_l,)`` each (updated in place).
     :param raws: the step's raw importances (detached, the buffers' dtype), shaped as ``sums``.
     :param masks: the step's soft training masks (detached), shaped as ``sums``; ``None``: no
         product (``step_multiply_training_mask=False``).
-    :param lengths: ``(groups,)`` and ``segment`` ``(units,)``: ``normalize.segment_index`` of the sizes.
+    :param gather: ``(groups, largest)`` and ``segment`` ``(units,)``: ``normalize.segment_index`` of the sizes.
 
     The unit groups are concatenated into one vector and min-max normalised per group with the
     flush of H16 (``normalize.min_max_normalize_segments``: a few ops for all groups, not a few
@@ -45,10 +45,10 @@ def add_step_importances_(sums: list[torch.Tensor], raws: list[torch.Tensor], ma
     ``STEP_IMPORTANCE_FLOOR`` is 0 (decided before the product is formed). Eager, or compiled as
     :data:`FUSED_ACCUMULATION`.
     """
-    step = min_max_normalize_segments(torch.cat(raws), lengths, segment, flush=True)
-    if masks is not None:
+    step = min_max_normalize_segments(torch.cat(raws), gather, segment, flush=True)
+    if masks is not None:  # step ≥ 0 (a fresh tensor): its own magnitude, zeroed in place
         mask = torch.cat(masks)
-        step = zero_where_product_below(step, mask, 2 * STEP_IMPORTANCE_FLOOR).mul_(mask)
+        step.masked_fill_(step < product_threshold(mask, 2 * STEP_IMPORTANCE_FLOOR), 0.0).mul_(mask)
     torch._foreach_add_(sums, step.split([s.numel() for s in sums]))
 
 
@@ -117,8 +117,8 @@ class ImportanceAccumulator:
             sums = [state.importance_step_sum for state in states.values()]
             raws = [_in_dtype(raw[key], total.dtype) for key, total in zip(states, sums)]
             masks = [ctx.masks[key] for key in states] if self.step_multiply_training_mask else None
-            lengths, segment = segment_index(tuple(s.numel() for s in sums), sums[0].device)
-            (FUSED_ACCUMULATION if fused else add_step_importances_)(sums, raws, masks, lengths, segment)
+            gather, segment = segment_index(tuple(s.numel() for s in sums), sums[0].device)
+            (FUSED_ACCUMULATION if fused else add_step_importances_)(sums, raws, masks, gather, segment)
             model.importance_steps.add_(1)
 
     @torch.no_grad()

@@ -37,29 +37,42 @@ def min_max_normalize(x: torch.Tensor) -> torch.Tensor:
 
 @functools.lru_cache(maxsize=16)
 def segment_index(sizes: tuple[int, ...], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(lengths, segment)`` of a concatenation of vectors of ``sizes``: ``lengths`` ``(len(sizes),)``
-    and, per element, the index of its vector, ``segment`` ``(sum(sizes),)`` (int64, on ``device``).
-    Built once per sizes and device (no per-step host-to-device copy)."""
-    lengths = torch.tensor(sizes, device=device)
-    return lengths, torch.repeat_interleave(lengths, output_size=sum(sizes))
+    """``(gather, segment)`` of a concatenation of vectors of ``sizes`` (int64, on ``device``).
+
+    ``gather`` ``(len(sizes), max(sizes))``: row ``g`` holds the flat positions of vector ``g``'s
+    elements, padded by repeating its first (position 0 for an empty vector), so the minimum and
+    the maximum of a row are those of the vector; ``segment`` ``(sum(sizes),)``: per element, the
+    index of its vector. Built once per sizes and device (no per-step host-to-device copy)."""
+    lengths = torch.tensor(sizes, dtype=torch.long)
+    starts = torch.cumsum(lengths, 0) - lengths
+    columns = torch.arange(max(sizes, default=0) or 1)
+    gather = starts[:, None] + torch.where(columns[None, :] < lengths[:, None], columns[None, :], 0)
+    gather = torch.where(lengths[:, None] > 0, gather, 0)
+    segment = torch.repeat_interleave(torch.arange(len(sizes)), lengths, output_size=sum(sizes))
+    return gather.to(device), segment.to(device)
 
 
-def min_max_normalize_segments(flat: torch.Tensor, lengths: torch.Tensor, segment: torch.Tensor,
+def min_max_normalize_segments(flat: torch.Tensor, gather: torch.Tensor, segment: torch.Tensor,
                                flush: bool = False) -> torch.Tensor:
     """:func:`min_max_normalize` of every segment of ``flat`` at once (a new tensor shaped as ``flat``).
 
     :param flat: the concatenated vectors, ``(n,)``.
-    :param lengths: ``(segments,)`` and ``segment`` ``(n,)``: :func:`segment_index` of their sizes.
+    :param gather: ``(segments, largest)`` and ``segment`` ``(n,)``: :func:`segment_index` of their sizes.
     :param flush: see module doc.
 
-    One op for all segments where the per-vector form takes one per vector: each segment's
-    minimum and maximum by ``torch.segment_reduce``, and element-wise ops on the whole of
-    ``flat``; the same float operations per element, so the same bits as normalising each vector.
+    A few ops for all segments where the per-vector form takes a few per vector: each segment's
+    minimum and maximum over the rows of ``flat`` gathered by ``gather`` (``take``, ``amin``,
+    ``amax``: min and max are exact, so any order gives the same values), and element-wise ops on
+    the whole of ``flat``; the same float operations per element, so the same bits as normalising
+    each vector.
     """
     if flush:
         flat = torch.nn.functional.hardshrink(flat, RAW_IMPORTANCE_FLOOR)
-    lows = torch.segment_reduce(flat, "min", lengths=lengths)
-    spans = torch.segment_reduce(flat, "max", lengths=lengths).sub_(lows).add_(MIN_MAX_EPSILON)
+    if flat.numel() == 0:
+        return flat.clone()
+    rows = torch.take(flat, gather)
+    lows = rows.amin(1)
+    spans = rows.amax(1).sub_(lows).add_(MIN_MAX_EPSILON)
     shifted = flat - lows.index_select(0, segment)
     if flush:  # shifted ≥ 0; keep it where shifted / span ≥ floor (span ≥ 1e-8: the threshold is normal)
         shifted.masked_fill_(shifted < (spans * STEP_IMPORTANCE_FLOOR).index_select(0, segment), 0.0)
@@ -76,6 +89,6 @@ def min_max_normalize_all(xs: list[torch.Tensor], flush: bool = False) -> list[t
     if len({(x.dtype, x.device) for x in xs}) > 1:
         return [min_max_normalize_all([x], flush)[0] for x in xs]
     sizes = tuple(x.numel() for x in xs)
-    lengths, segment = segment_index(sizes, xs[0].device)
-    flat = min_max_normalize_segments(torch.cat([x.reshape(-1) for x in xs]), lengths, segment, flush)
+    gather, segment = segment_index(sizes, xs[0].device)
+    flat = min_max_normalize_segments(torch.cat([x.reshape(-1) for x in xs]), gather, segment, flush)
     return [part.view(x.shape) for part, x in zip(flat.split(sizes), xs)]

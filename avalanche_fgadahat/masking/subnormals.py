@@ -39,7 +39,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
 __all__ = ["GRADIENT_FLOOR", "SubnormalCounter", "count_subnormal", "flush_gradients_", "product_below",
-           "zero_where_product_below"]
+           "product_threshold", "zero_where_product_below"]
 
 #: Gradients handed to the optimizer are 0 or above this magnitude. 1e-16: an optimizer's
 #: state then holds no subnormal either — Adam's ``(1 − β₂)·g²`` is at least ``1e-37`` for any
@@ -61,14 +61,20 @@ def count_subnormal(tensor: torch.Tensor) -> int:
     return int(((tensor != 0) & (tensor.abs() < tiny)).sum())
 
 
+def product_threshold(b: torch.Tensor, floor: float) -> torch.Tensor:
+    """``floor / b`` computed as ``floor / min(b, floor / tiny)`` (``b ≥ 0``): never subnormal
+    (``inf`` where ``b = 0``; ``tiny`` where ``b`` exceeds ``floor / tiny``). ``|a| <`` it is where
+    ``|a · b| < floor`` (:func:`product_below`)."""
+    return torch.div(floor, b.clamp_max(floor / torch.finfo(b.dtype).tiny))
+
+
 def product_below(a: torch.Tensor, b: torch.Tensor, floor: float) -> torch.Tensor:
     """Where ``|a · b| < floor`` (``b ≥ 0``, broadcastable to ``a``; ``a`` holds no subnormal),
-    decided without forming ``a · b``: ``|a| < floor / b``. The threshold is computed as
-    ``floor / min(b, floor / tiny)``, so it is never subnormal (``inf`` where ``b = 0``); where
+    decided without forming ``a · b``: ``|a| < floor / b``. The threshold is
+    :func:`product_threshold`, so it is never subnormal (``inf`` where ``b = 0``); where
     ``b`` exceeds ``floor / tiny`` it is ``tiny`` and every nonzero ``a`` is kept, rightly, since
     then ``|a · b| > floor``. Give ``floor`` a margin (twice the bound wanted): the division rounds."""
-    tiny = torch.finfo(a.dtype).tiny
-    return a.abs() < torch.div(floor, b.clamp_max(floor / tiny))
+    return a.abs() < product_threshold(b, floor)
 
 
 def zero_where_product_below(a: torch.Tensor, b: torch.Tensor, floor: float) -> torch.Tensor:
