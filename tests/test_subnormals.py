@@ -34,7 +34,8 @@ from avalanche_fgadahat.importance import accumulator, in_pass, normalize
 from avalanche_fgadahat.importance.attribution import _engine as attribution_engine
 from avalanche_fgadahat.importance.normalize import STEP_IMPORTANCE_FLOOR, min_max_normalize_all
 from avalanche_fgadahat.masking import gate, subnormals
-from avalanche_fgadahat.masking.gate import KEPT_MASK_MINIMUM, MASK_FLOOR, compensate_embedding_gradient_, soft_mask
+from avalanche_fgadahat.masking.gate import (KEPT_MASK_MINIMUM, MASK_FLOOR, SCALED_EMBEDDING_FLOOR,
+                                             compensate_embedding_gradient_, soft_mask)
 from avalanche_fgadahat.masking.subnormals import (
     GRADIENT_FLOOR,
     SubnormalCounter,
@@ -53,6 +54,7 @@ PARAMETER_BOUND = 1e-6
 #: every floor of H16 and its value with nothing flushed
 UNFLUSHED_FLOORS = [
     (gate, "SCALED_EMBEDDING_FLOOR", -math.inf),
+    (gate, "_BELOW_FLOOR", -math.inf),
     (gate, "KEPT_MASK_MINIMUM", 0.0),
     (gate, "_GATE_GRADIENT_FLOOR", 0.0),
     (gate, "GRADIENT_FLOOR", 0.0),
@@ -215,6 +217,23 @@ def test_gate_is_torch_sigmoid_bit_for_bit_but_zero_below_the_floor_and_raised_b
         assert count_subnormal(mask) == count_subnormal(e.grad) == 0
     sigma = torch.sigmoid(400.0 * embedding)
     assert (sigma < MASK_FLOOR).any() and ((sigma >= MASK_FLOOR) & (sigma < KEPT_MASK_MINIMUM)).any()
+
+
+def test_gate_flushes_exactly_below_the_float32_floor():
+    """``s·e`` at the float32 value of ``ln 1e-30`` is kept (``σ`` raised to 1e-15, gradient σ's);
+    one float32 step below it is flushed (0, gradient 0): the gate's ``threshold`` at the float
+    below the floor is the comparison ``s·e < floor`` of float32."""
+    floor = torch.tensor(SCALED_EMBEDDING_FLOOR)
+    below = torch.nextafter(floor, torch.tensor(-float("inf")))
+    e = torch.stack([floor, below, below.nextafter(torch.tensor(-float("inf"))), floor.nextafter(torch.tensor(0.0))])
+    e.requires_grad_(True)
+    mask = soft_mask(e, 1.0)
+    mask.backward(torch.ones(4))
+    raised = torch.tensor(KEPT_MASK_MINIMUM).item()  # its float32 value
+    assert mask.tolist() == [raised, 0.0, 0.0, raised]
+    sigma = torch.sigmoid(e.detach()[[0, 3]])
+    assert torch.equal(e.grad[[0, 3]], sigma * (1 - sigma)) and e.grad[1] == 0 and e.grad[2] == 0
+    assert float(sigma[0]) > 0 and count_subnormal(mask) == count_subnormal(e.grad) == 0
 
 
 def test_gate_gradient_that_would_be_subnormal_is_zero_and_none_is_computed():

@@ -61,6 +61,9 @@ SCALED_EMBEDDING_FLOOR = math.log(MASK_FLOOR)
 #: (an Adam update of at most ``lr · 1e-15 · |∂L/∂(h·m)·x| / ε``), the regulariser and ``R_l``
 #: move by ``1e-15`` per such unit and FG-AdaHAT's step importance of the unit (× the mask) by at most 1e-15.
 KEPT_MASK_MINIMUM = 1e-15
+#: The largest float32 below :data:`SCALED_EMBEDDING_FLOOR` (as float32): ``threshold(x, it, −inf)``
+#: sends exactly the ``x < floor`` of the float32 comparison to ``−inf``.
+_BELOW_FLOOR = float(torch.nextafter(torch.tensor(SCALED_EMBEDDING_FLOOR), torch.tensor(-math.inf)))
 #: Smallest nonzero float32 gradient the gate's backward writes (twice the smallest normal).
 _GATE_GRADIENT_FLOOR = 2 * torch.finfo(torch.float32).tiny
 
@@ -88,13 +91,13 @@ class _FlushedGate(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, embedding: torch.Tensor, scale: float) -> torch.Tensor:
-        scaled = scale * embedding
-        flushed = scaled < SCALED_EMBEDDING_FLOOR
-        # clamped first, so no sigmoid value below the floor (subnormal or not) is computed
-        sigma = torch.sigmoid(scaled.clamp_min(SCALED_EMBEDDING_FLOOR)).masked_fill_(flushed, 0.0)
+        # s·e below the floor becomes −inf first, and σ(−inf) = 0 exactly: no sigmoid value below
+        # the floor (subnormal or not) is computed, and σ is 0 exactly where the mask is flushed
+        # (a kept σ is at least σ(floor) ≈ 1e-30)
+        sigma = torch.sigmoid(torch.nn.functional.threshold(scale * embedding, _BELOW_FLOOR, -math.inf))
         ctx.save_for_backward(sigma)  # the backward reads σ itself, not the raised value
         ctx.scale = scale
-        return sigma.clamp_min(KEPT_MASK_MINIMUM).masked_fill_(flushed, 0.0)
+        return sigma.clamp_min(KEPT_MASK_MINIMUM).masked_fill_(sigma == 0, 0.0)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
