@@ -7,7 +7,8 @@ not depend on the step. Every training step :meth:`RateEngine.adjust_` multiplie
 gradients by the rates in place: constant rates in one ``torch._foreach_mul_`` (a first-layer
 weight's, the same along its inputs, kept per output unit and multiplied broadcast); AdaHAT's and
 FG-AdaHAT's soft rate, where ``P`` is a ``min``/``max`` of two per-unit vectors, from those
-vectors (``adjustment/separable.py``: the same bits, no read of the stored ``P``); other
+vectors on the CPU (``adjustment/separable.py``: the same bits, no read of the stored ``P``; on a
+GPU the list form launches fewer kernels); other
 per-step rules with a list form a group of parameters at a time (a group's temporaries never
 exceed the largest parameter); the rest one parameter at a time. The caller hands in
 gradients already flushed below ``masking.subnormals.GRADIENT_FLOOR``; unless every rate is 0
@@ -115,7 +116,10 @@ class RateEngine:
                 raise RuntimeError("the rule's parameter factors do not match the broadcast parameter entries")
             self.entries = [(param, (measure * factor).contiguous(), key)
                             for (param, measure, key), factor in zip(self.entries, factors)]
-        if rule.per_step and rule.has_list_form and type(rule).soft_coefficients is not AdjustmentRule.soft_coefficients:
+        if (rule.per_step and rule.has_list_form and type(rule).soft_coefficients is not AdjustmentRule.soft_coefficients
+                and all(param.device.type == "cpu" for param, _, _ in self.entries)):
+            # on the CPU the per-vector form saves memory passes; on a GPU the list form's
+            # ``torch._foreach_*`` kernels (three launches per group) beat its launches per parameter
             self.separable = separable_measures(model.param_layouts, unit, rule.aggregation,
                                                 [m for _, m, _ in self.entries], factors)
         general = [i for i in range(len(self.entries)) if i not in self.separable]

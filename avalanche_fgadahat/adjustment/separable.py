@@ -16,6 +16,10 @@ parameter-sized temporary at all. A per-parameter factor folded into ``P`` once 
 (FG-AdaHAT's linear term ``L``) keeps the form where it is one number ``c ≥ 0`` per parameter:
 ``fl(min(u, v)·c) = min(fl(u·c), fl(v·c))``.
 
+The engine uses this form on the CPU, where the step's cost is its passes over memory; on a
+GPU it keeps the list form, whose ``torch._foreach_*`` kernels launch three times per group of
+parameters instead of three to six times per parameter (the small-MLP GPU step is launch-bound).
+
 :func:`separable_measures` finds the entries with this form at the start of an experience and
 checks, per entry, that the vectors rebuild the stored ``P`` bit for bit (otherwise the entry
 keeps the general path); :func:`divide_by_soft_rates_` applies them every step. The ``mean``
