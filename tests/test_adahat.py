@@ -207,6 +207,7 @@ def _fgadahat_plugin(model: HATBackbone, **settings):
     with torch.no_grad():
         for index, state in enumerate(model.unit_state.values()):  # importances with ties, zeros and spread
             values = torch.tensor([((i * 5 + index) % 7) * 0.37 for i in range(state.num_units)])
+            values[-1] = float("inf")  # the factorial summing strategy overflows to inf after 35 tasks
             state.summed_importance.copy_(values)
     return FGAdaHATPlugin(adjustment_intensity=ALPHA, **settings)
 
@@ -247,8 +248,16 @@ def test_soft_rate_from_per_unit_vectors_has_the_bits_of_the_stored_measure(kind
         assert not set(weights_between_groups) & set(engine.separable)
     else:
         assert sorted(engine.separable) == list(range(len(engine.entries)))
-    for scale in (1.0, 1e3, 1e7):
-        plugin.layer_sparsity = {k: v * scale for k, v in sparsity.items()}
+    # R_l scaled, and set so that k = (ε + R_l)/α is inf, 0 or negative (the stored P's form then)
+    for scale in (1.0, 1e3, 1e7, float("inf"), "k=0", "k<0"):
+        if scale == "k=0":
+            epsilon = plugin.rule.epsilon
+            plugin.layer_sparsity = {k: torch.tensor(-epsilon) for k in sparsity}
+            assert all(float(c) == 0 for c in plugin.rule.soft_coefficients(list(sparsity), plugin.signals))
+        elif scale == "k<0":
+            plugin.layer_sparsity = {k: torch.tensor(-1.0) for k in sparsity}
+        else:
+            plugin.layer_sparsity = {k: v * scale for k, v in sparsity.items()}
         grads = [torch.randn_like(m) * 10.0 ** torch.randint(-30, 3, m.shape) for _, m, _ in engine.entries]
         results = []
         for use_vectors in (True, False):
@@ -263,7 +272,7 @@ def test_soft_rate_from_per_unit_vectors_has_the_bits_of_the_stored_measure(kind
                 from avalanche_fgadahat.masking.subnormals import flush_gradients_
                 flush_gradients_(p for p, _, _ in entries)
             results.append([p.grad.view(torch.int32).clone() for p, _, _ in engine.entries])
-        assert all(torch.equal(a, b) for a, b in zip(*results)), scale
+        assert all(torch.equal(a, b) for a, b in zip(*results)), scale  # NaN bits included
 
 
 def test_an_entry_whose_vectors_do_not_rebuild_its_measure_keeps_the_general_path():
@@ -280,6 +289,8 @@ def test_an_entry_whose_vectors_do_not_rebuild_its_measure_keeps_the_general_pat
     found = separable_measures(model.param_layouts, unit, "min", measures, None)
     assert 2 not in found and len(found) == len(measures) - 1
     assert separable_measures(model.param_layouts, unit, "mean", measures, None) == {}
+    empty = [m[:0] if i == 2 else m for i, m in enumerate(measures)]  # a parameter with no elements
+    assert 2 not in separable_measures(model.param_layouts, unit, "min", empty, [torch.ones_like(m) for m in empty])
 
 
 @pytest.mark.parametrize("mode", ["hat", "hat_const_alpha", "adahat_no_reg"])

@@ -54,7 +54,6 @@ PARAMETER_BOUND = 1e-6
 #: every floor of H16 and its value with nothing flushed
 UNFLUSHED_FLOORS = [
     (gate, "SCALED_EMBEDDING_FLOOR", -math.inf),
-    (gate, "_BELOW_FLOOR", -math.inf),
     (gate, "KEPT_MASK_MINIMUM", 0.0),
     (gate, "_GATE_GRADIENT_FLOOR", 0.0),
     (gate, "GRADIENT_FLOOR", 0.0),
@@ -234,6 +233,34 @@ def test_gate_flushes_exactly_below_the_float32_floor():
     sigma = torch.sigmoid(e.detach()[[0, 3]])
     assert torch.equal(e.grad[[0, 3]], sigma * (1 - sigma)) and e.grad[1] == 0 and e.grad[2] == 0
     assert float(sigma[0]) > 0 and count_subnormal(mask) == count_subnormal(e.grad) == 0
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float64])
+def test_gate_flushes_below_the_floor_of_each_dtype_as_its_comparison_does(dtype):
+    """The floor is compared in the embedding's dtype: ``s·e < ln 1e-30`` there (float64 embeddings,
+    half precision), whatever torch's default dtype is."""
+    floor = torch.tensor(SCALED_EMBEDDING_FLOOR, dtype=dtype)
+    minus_inf = torch.tensor(-float("inf"), dtype=dtype)
+    below = torch.nextafter(floor, minus_inf)
+    e = torch.stack([floor, below, torch.nextafter(below, minus_inf), torch.nextafter(floor, -minus_inf)])
+    e = torch.cat([e, torch.linspace(-0.3, 0.3, 4001, dtype=dtype)])
+    for scale in (1.0, 400.0):
+        with torch.no_grad():
+            mask = soft_mask(e, scale)
+            scaled = scale * e  # the gate's forward before the threshold form: the comparison in the dtype
+            flushed = scaled < SCALED_EMBEDDING_FLOOR
+            sigma = torch.sigmoid(scaled.clamp_min(SCALED_EMBEDDING_FLOOR)).masked_fill_(flushed, 0.0)
+            expected = sigma.clamp_min(KEPT_MASK_MINIMUM).masked_fill_(flushed, 0.0)
+        assert torch.equal(mask, expected) and mask.dtype == dtype
+        assert flushed[1:3].all() and not flushed[0] if scale == 1.0 else flushed.any()
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        float32 = torch.stack([torch.tensor(SCALED_EMBEDDING_FLOOR, dtype=torch.float32)] * 2)
+        with torch.no_grad():
+            assert (soft_mask(float32, 1.0) != 0).all()  # at the float32 floor: kept
+    finally:
+        torch.set_default_dtype(previous)
 
 
 def test_gate_gradient_that_would_be_subnormal_is_zero_and_none_is_computed():

@@ -27,7 +27,7 @@ from ..masking.broadcast import broadcast
 from ..masking.subnormals import flush_gradients_
 from ..models.base import HATBackbone
 from .base import AdjustmentRule, StepSignals
-from .separable import SeparableMeasure, divide_by_soft_rates_, separable_measures
+from .separable import SeparableMeasure, divide_by_soft_rates_, separable_measures, usable_coefficients
 
 #: ``(parameter, per-parameter measure P, output unit group)``
 Entry = tuple[torch.nn.Parameter, torch.Tensor, str]
@@ -183,7 +183,7 @@ class RateEngine:
             live = [i for i in self.separable if self.entries[i][0].grad is not None]
             grads, keys = [self.entries[i][0].grad for i in live], [self.entries[i][2] for i in live]
             coefficients = rule.soft_coefficients(keys, signals)
-            if coefficients is None:  # not the soft rate's form after all: the list form on the stored P
+            if coefficients is None or not usable_coefficients(coefficients):  # the list form on the stored P
                 rule.adjust_(grads, [self.entries[i][1] for i in live], keys, signals)
             else:
                 divide_by_soft_rates_(grads, [self.separable[i] for i in live], coefficients, rule.aggregation)

@@ -3,8 +3,9 @@
 AdaHAT's and FG-AdaHAT's rate divides a masked-layer gradient by ``d = 1 + P·k`` (``k = (ε +
 R_l)/α`` of the layer, one number per step; ``adjustment/adahat_rules.py``). With the ``min``
 (or ``max``) aggregation ``P`` of a weight is ``min(u[i], v[j])`` broadcast from two per-unit
-vectors (``masking/broadcast.py``), and ``x ↦ fl(fl(x·k) + 1)`` is monotone for ``k ≥ 0``
-(float rounding is monotone), so
+vectors (``masking/broadcast.py``), and ``x ↦ fl(fl(x·k) + 1)`` is monotone for ``k > 0``
+(float rounding is monotone), so for a finite positive ``k`` (checked every step, one host read
+per layer: :func:`usable_coefficients`; otherwise the step divides by the stored ``P``)
 
     ``fl(fl(min(u_i, v_j)·k) + 1) = min(fl(fl(u_i·k) + 1), fl(fl(v_j·k) + 1))``
 
@@ -29,13 +30,15 @@ scheduler, ``filter_by_cumulative_mask``) and rules without this rate keep the g
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 
 import torch
 
 from ..masking.layout import ParamLayout
 
-__all__ = ["SEPARABLE_AGGREGATIONS", "SeparableMeasure", "divide_by_soft_rates_", "separable_measures"]
+__all__ = ["SEPARABLE_AGGREGATIONS", "SeparableMeasure", "divide_by_soft_rates_", "separable_measures",
+           "usable_coefficients"]
 
 #: aggregations under which a monotone function of ``P`` is the aggregation of the function
 SEPARABLE_AGGREGATIONS = {"min": torch.minimum, "max": torch.maximum}
@@ -95,6 +98,8 @@ def separable_measures(layouts: Sequence[ParamLayout], unit: Mapping[str, torch.
     found: dict[int, SeparableMeasure] = {}
     with torch.no_grad():
         for index, ((out, inputs), measure) in enumerate(zip(vectors, measures)):
+            if measure.numel() == 0:  # nothing to divide (a layer with no inputs)
+                continue
             if factors is not None:
                 value = _constant(factors[index])
                 if value is None:
@@ -102,15 +107,27 @@ def separable_measures(layouts: Sequence[ParamLayout], unit: Mapping[str, torch.
                 out, inputs = out * value, None if inputs is None else inputs * value
             rebuilt = out if inputs is None else agg(out, inputs)
             if rebuilt.dim() == measure.dim() and _same_bits(rebuilt.expand_as(measure), measure):
-                found[index] = (out, inputs)
+                # copies: the stored P was one too, so a later in-place change of the model's
+                # per-unit buffers does not reach this experience's rates either
+                found[index] = (out.clone(), None if inputs is None else inputs.clone())
     return found
+
+
+def usable_coefficients(coefficients: Sequence[torch.Tensor]) -> bool:
+    """Whether every ``k`` is finite and positive (one host read each; CPU tensors): the bits of
+    the per-vector divisor are those of the stored ``P``'s only then. With ``k = inf`` a zero of one
+    vector gives ``0·inf = NaN`` where the aggregated ``P`` is positive (``max``), with ``k = 0``
+    an infinite importance gives ``inf·0`` where ``P`` is finite (``min``), and a negative ``k``
+    would turn ``min`` into ``max``; the engine then divides by the stored ``P`` for the step."""
+    return all(0.0 < float(k) < math.inf for k in coefficients)
 
 
 def divide_by_soft_rates_(grads: Sequence[torch.Tensor], vectors: Sequence[SeparableMeasure],
                           coefficients: Sequence[torch.Tensor], aggregation: str) -> None:
     """``grad ← grad / (1 + P·k)`` in place for each gradient, with ``P`` given by its vectors and
     ``k`` (a 0-d tensor) by ``coefficients``: the same bits as dividing by ``1 + P·k`` formed from
-    the stored ``P`` (module doc). Shapes: each gradient as its parameter; the vectors broadcast to it."""
+    the stored ``P`` (module doc) when every ``k`` is finite and positive (:func:`usable_coefficients`).
+    Shapes: each gradient as its parameter; the vectors broadcast to it."""
     agg = SEPARABLE_AGGREGATIONS[aggregation]
     for grad, (out, inputs), k in zip(grads, vectors, coefficients):
         divisor = torch.mul(out, k).add_(1.0)

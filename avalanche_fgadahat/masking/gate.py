@@ -28,6 +28,7 @@ where the compensated gradient would be below
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -61,9 +62,15 @@ SCALED_EMBEDDING_FLOOR = math.log(MASK_FLOOR)
 #: (an Adam update of at most ``lr · 1e-15 · |∂L/∂(h·m)·x| / ε``), the regulariser and ``R_l``
 #: move by ``1e-15`` per such unit and FG-AdaHAT's step importance of the unit (× the mask) by at most 1e-15.
 KEPT_MASK_MINIMUM = 1e-15
-#: The largest float32 below :data:`SCALED_EMBEDDING_FLOOR` (as float32): ``threshold(x, it, −inf)``
-#: sends exactly the ``x < floor`` of the float32 comparison to ``−inf``.
-_BELOW_FLOOR = float(torch.nextafter(torch.tensor(SCALED_EMBEDDING_FLOOR), torch.tensor(-math.inf)))
+
+
+@functools.lru_cache(maxsize=16)
+def _below(floor: float, dtype: torch.dtype) -> float:
+    """The largest ``dtype`` value below ``floor`` (as ``dtype``): ``threshold(x, it, −inf)`` sends to
+    ``−inf`` exactly the ``x`` of that dtype with ``x < floor`` in ``dtype``'s comparison."""
+    value = torch.tensor(floor, dtype=dtype)
+    return float(torch.nextafter(value, torch.tensor(-math.inf, dtype=dtype)))
+
 #: Smallest nonzero float32 gradient the gate's backward writes (twice the smallest normal).
 _GATE_GRADIENT_FLOOR = 2 * torch.finfo(torch.float32).tiny
 
@@ -94,7 +101,8 @@ class _FlushedGate(torch.autograd.Function):
         # s·e below the floor becomes −inf first, and σ(−inf) = 0 exactly: no sigmoid value below
         # the floor (subnormal or not) is computed, and σ is 0 exactly where the mask is flushed
         # (a kept σ is at least σ(floor) ≈ 1e-30)
-        sigma = torch.sigmoid(torch.nn.functional.threshold(scale * embedding, _BELOW_FLOOR, -math.inf))
+        scaled = scale * embedding
+        sigma = torch.sigmoid(torch.nn.functional.threshold(scaled, _below(SCALED_EMBEDDING_FLOOR, scaled.dtype), -math.inf))
         ctx.save_for_backward(sigma)  # the backward reads σ itself, not the raised value
         ctx.scale = scale
         return sigma.clamp_min(KEPT_MASK_MINIMUM).masked_fill_(sigma == 0, 0.0)
