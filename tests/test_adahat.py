@@ -332,6 +332,16 @@ def test_a_first_layer_rate_is_kept_per_output_unit_and_multiplies_with_the_same
     assert engine.capacity(plugin.signals) == pytest.approx(float(sum(r.double().sum() for r in full)) / count, rel=1e-6)
 
 
+@pytest.mark.parametrize("shape", [(0, 5), (5, 0), (0, 3, 2, 2)])
+def test_compact_rate_of_a_parameter_with_no_elements_multiplies_its_gradient(shape):
+    # a layer with no outputs or no inputs: nothing to compare, and the rate still broadcasts to it
+    from avalanche_fgadahat.adjustment.engine import compact_rate
+
+    rate = compact_rate(torch.ones(shape))
+    grad = torch.empty(shape)
+    assert grad.mul_(rate).shape == shape and rate.dim() == len(shape)
+
+
 class _GradRecorder(SupervisedPlugin):
     def __init__(self, model: HATBackbone) -> None:
         super().__init__()

@@ -27,7 +27,7 @@ from ..masking.broadcast import broadcast
 from ..masking.subnormals import flush_gradients_
 from ..models.base import HATBackbone
 from .base import AdjustmentRule, StepSignals
-from .separable import SeparableMeasure, divide_by_soft_rates_, separable_measures, usable_coefficients
+from .separable import SeparableMeasure, divide_by_soft_rates_, same_bits, separable_measures, usable_coefficients
 
 #: ``(parameter, per-parameter measure P, output unit group)``
 Entry = tuple[torch.nn.Parameter, torch.Tensor, str]
@@ -54,8 +54,7 @@ def compact_rate(rate: torch.Tensor) -> torch.Tensor:
     if rate.dim() < 2:
         return rate
     first = rate[(slice(None),) + (slice(0, 1),) * (rate.dim() - 1)]
-    same = torch.equal(first.expand_as(rate).contiguous().view(torch.uint8), rate.contiguous().view(torch.uint8))
-    return first.clone() if same else rate
+    return first.clone() if same_bits(first.expand_as(rate), rate) else rate
 
 
 def mean_rate(rates: list[torch.Tensor]) -> float:

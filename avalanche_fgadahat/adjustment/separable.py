@@ -35,35 +35,25 @@ from collections.abc import Mapping, Sequence
 
 import torch
 
+from ..masking.broadcast import AGGREGATIONS, unit_vectors
 from ..masking.layout import ParamLayout
 
-__all__ = ["SEPARABLE_AGGREGATIONS", "SeparableMeasure", "divide_by_soft_rates_", "separable_measures",
-           "usable_coefficients"]
+__all__ = ["SEPARABLE_AGGREGATIONS", "SeparableMeasure", "divide_by_soft_rates_", "same_bits",
+           "separable_measures", "usable_coefficients"]
 
 #: aggregations under which a monotone function of ``P`` is the aggregation of the function
-SEPARABLE_AGGREGATIONS = {"min": torch.minimum, "max": torch.maximum}
+SEPARABLE_AGGREGATIONS = {name: AGGREGATIONS[name] for name in ("min", "max")}
 
 #: ``(output vector (units, 1, …) or (units,), input vector (1, inputs, …) or None)``
 SeparableMeasure = tuple[torch.Tensor, torch.Tensor | None]
 
 
 def _layer_vectors(layout: ParamLayout, unit: Mapping[str, torch.Tensor]) -> list[SeparableMeasure]:
-    """The vectors of a layout's weight, then of its bias if it has one (the engine's entry order)."""
-    weight = layout.weight
-    extra = (1,) * (weight.dim() - 2)
-    out = unit[layout.out_key]
-    if layout.in_segments:
-        parts = [unit[key].repeat_interleave(repeat) if repeat > 1 else unit[key] for key, repeat in layout.in_segments]
-        inputs = torch.cat(parts)
-    elif layout.in_key is None:
-        inputs = None
-    else:
-        inputs = unit[layout.in_key]
-        if layout.in_repeat > 1:
-            inputs = inputs.repeat_interleave(layout.in_repeat)
-    vectors = [(out.reshape(-1, 1, *extra), None if inputs is None else inputs.reshape(1, -1, *extra))]
+    """The vectors of a layout's weight (``masking.broadcast.unit_vectors``), then of its bias if it
+    has one (the engine's entry order)."""
+    vectors = [unit_vectors(layout, unit)]
     if layout.bias is not None:
-        vectors.append((out, None))
+        vectors.append((unit[layout.out_key], None))
     return vectors
 
 
@@ -73,8 +63,14 @@ def _constant(factor: torch.Tensor) -> torch.Tensor | None:
     return value if bool(((factor == value).all()) & (value >= 0)) else None
 
 
-def _same_bits(a: torch.Tensor, b: torch.Tensor) -> bool:
-    return a.shape == b.shape and a.dtype == b.dtype and torch.equal(a.contiguous().view(torch.uint8), b.contiguous().view(torch.uint8))
+def same_bits(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Whether ``a`` and ``b`` have one shape, one dtype and the same bits (NaN payloads and the
+    sign of zero included); any layout (expanded views too)."""
+    if a.shape != b.shape or a.dtype != b.dtype:
+        return False
+    if a.numel() == 0:
+        return True
+    return torch.equal(a.contiguous().view(torch.uint8), b.contiguous().view(torch.uint8))
 
 
 def separable_measures(layouts: Sequence[ParamLayout], unit: Mapping[str, torch.Tensor], aggregation: str,
@@ -106,7 +102,7 @@ def separable_measures(layouts: Sequence[ParamLayout], unit: Mapping[str, torch.
                     continue
                 out, inputs = out * value, None if inputs is None else inputs * value
             rebuilt = out if inputs is None else agg(out, inputs)
-            if rebuilt.dim() == measure.dim() and _same_bits(rebuilt.expand_as(measure), measure):
+            if rebuilt.dim() == measure.dim() and same_bits(rebuilt.expand_as(measure), measure):
                 # copies: the stored P was one too, so a later in-place change of the model's
                 # per-unit buffers does not reach this experience's rates either
                 found[index] = (out.clone(), None if inputs is None else inputs.clone())

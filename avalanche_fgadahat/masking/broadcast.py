@@ -37,6 +37,27 @@ AGGREGATIONS: dict[str, Aggregation] = {
 }
 
 
+def unit_vectors(
+    layout: ParamLayout, unit_measure: Mapping[str, torch.Tensor]
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The per-unit measures of ``layout``'s weight, shaped to broadcast against it: the output
+    units' ``(n_out, 1, 1…)`` and the input positions' ``(1, n_in, 1…)`` (conv kernels: trailing 1s;
+    a conv→linear flatten: each channel repeated ``in_repeat`` times; a concatenation: its groups
+    side by side), or ``None`` for a first layer (no preceding unit group)."""
+    extra = (1,) * (layout.weight.dim() - 2)
+    out_measure = unit_measure[layout.out_key].reshape(-1, 1, *extra)
+    if layout.in_segments:  # a concatenation of unit groups: their measures side by side
+        parts = [unit_measure[key].repeat_interleave(repeat) if repeat > 1 else unit_measure[key]
+                 for key, repeat in layout.in_segments]
+        return out_measure, torch.cat(parts).reshape(1, -1, *extra)
+    if layout.in_key is None:
+        return out_measure, None
+    in_measure = unit_measure[layout.in_key]
+    if layout.in_repeat > 1:
+        in_measure = in_measure.repeat_interleave(layout.in_repeat)
+    return out_measure, in_measure.reshape(1, -1, *extra)
+
+
 def broadcast_to_weight(
     layout: ParamLayout,
     unit_measure: Mapping[str, torch.Tensor],
@@ -44,20 +65,10 @@ def broadcast_to_weight(
 ) -> torch.Tensor:
     """Per-weight measure of ``layout`` from the per-unit measures (see module doc)."""
     agg = AGGREGATIONS[check_choice("aggregation", aggregation, AGGREGATIONS)]
-    weight = layout.weight
-    extra = (1,) * (weight.dim() - 2)
-    out_measure = unit_measure[layout.out_key].reshape(-1, 1, *extra)
-    if layout.in_segments:  # a concatenation of unit groups: their measures side by side
-        parts = [unit_measure[key].repeat_interleave(repeat) if repeat > 1 else unit_measure[key]
-                 for key, repeat in layout.in_segments]
-        return agg(out_measure, torch.cat(parts).reshape(1, -1, *extra)).expand_as(weight)
-    if layout.in_key is None:
-        return out_measure.expand_as(weight)
-    in_measure = unit_measure[layout.in_key]
-    if layout.in_repeat > 1:
-        in_measure = in_measure.repeat_interleave(layout.in_repeat)
-    in_measure = in_measure.reshape(1, -1, *extra)
-    return agg(out_measure, in_measure).expand_as(weight)
+    out_measure, in_measure = unit_vectors(layout, unit_measure)
+    if in_measure is None:
+        return out_measure.expand_as(layout.weight)
+    return agg(out_measure, in_measure).expand_as(layout.weight)
 
 
 def broadcast_to_bias(

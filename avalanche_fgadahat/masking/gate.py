@@ -63,6 +63,9 @@ SCALED_EMBEDDING_FLOOR = math.log(MASK_FLOOR)
 #: move by ``1e-15`` per such unit and FG-AdaHAT's step importance of the unit (× the mask) by at most 1e-15.
 KEPT_MASK_MINIMUM = 1e-15
 
+#: Smallest nonzero float32 gradient the gate's backward writes (twice the smallest normal).
+_GATE_GRADIENT_FLOOR = 2 * torch.finfo(torch.float32).tiny
+
 
 @functools.lru_cache(maxsize=16)
 def _below(floor: float, dtype: torch.dtype) -> float:
@@ -70,9 +73,6 @@ def _below(floor: float, dtype: torch.dtype) -> float:
     ``−inf`` exactly the ``x`` of that dtype with ``x < floor`` in ``dtype``'s comparison."""
     value = torch.tensor(floor, dtype=dtype)
     return float(torch.nextafter(value, torch.tensor(-math.inf, dtype=dtype)))
-
-#: Smallest nonzero float32 gradient the gate's backward writes (twice the smallest normal).
-_GATE_GRADIENT_FLOOR = 2 * torch.finfo(torch.float32).tiny
 
 
 def annealed_scale(batch: int, num_batches: int, s_max: float) -> float:
