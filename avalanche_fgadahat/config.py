@@ -32,6 +32,7 @@ from .adjustment.schedulers import IMPORTANCE_SCHEDULERS
 from .importance.summing import STRATEGY_PARAMETERS, SUMMING_STRATEGIES
 from .masking.broadcast import AGGREGATIONS
 from .masking.regularizer import MASK_SPARSITY_REG_MODES
+from .masking.subnormals import SUBNORMAL_GUARD_MODES
 from .models.base import TASK_EMBEDDING_INITIALIZERS
 from .task_inference.scores import FEATURE_SCORES, TASK_SCORES
 
@@ -80,6 +81,12 @@ class HATConfig:
         CPU, is paid on the first training step of each network in each process, so short runs
         may lose time; without a working compiler it warns (``FusedStepWarning``) and runs eagerly.
         ``True`` or ``False`` only.
+    :param subnormal_guards: where the step's subnormal flushes (``docs/deviations.md`` H16) run:
+        ``"cpu"`` (default) for a model on a CPU, where subnormal float arithmetic is slow, and not
+        on a GPU, which computes on subnormals at full speed (there the step keeps the reference's
+        arithmetic, H16a); ``"always"`` on every device (a GPU run then computes what a CPU run
+        computes, up to the devices' rounding); ``"never"``: nowhere, also on a CPU (the
+        reference's arithmetic; on Intel CPUs the step can run 1.3–1.7× slower, issue 14).
     :raises ValueError: on any value outside the accepted ones (the message names it).
     """
 
@@ -98,6 +105,7 @@ class HATConfig:
     diagnostics: LearningDiagnostics | None = LearningDiagnostics()
     task_inference: str | None = None
     fused_step: bool = False
+    subnormal_guards: str = "cpu"
 
     def __post_init__(self) -> None:
         check_choice("adjustment_mode", self.adjustment_mode, self.ADJUSTMENT_MODES)
@@ -120,6 +128,7 @@ class HATConfig:
             check_number("embedding_clamp", self.embedding_clamp, minimum=0.0, strict_minimum=True)
         check_flag("check_finite_loss", self.check_finite_loss)
         check_flag("fused_step", self.fused_step)
+        check_choice("subnormal_guards", self.subnormal_guards, SUBNORMAL_GUARD_MODES)
         if self.diagnostics is not None and not isinstance(self.diagnostics, LearningDiagnostics):
             raise ValueError(f"diagnostics must be a LearningDiagnostics or None, got {self.diagnostics!r}")
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The CUDA tables of docs/benchmark.md in one go, on a GPU machine:
-#     benchmarks/cuda_suite.sh OUTDIR [PART ...]     PART: mlp alexnet attribution check (default: these), fused
+#     benchmarks/cuda_suite.sh OUTDIR [PART ...]     PART: mlp alexnet attribution check (default: these), fused, guards
 # (PYTHON=... chooses the interpreter.) Writes step_time_cuda_{mlp,alexnet}.md,
 # attribution_cuda_{mlp,alexnet,alexnet_fa}.md and device_check_cuda.md into OUTDIR. Each
 # script runs under its own time limit, so one slow table does not take the others with it.
@@ -31,6 +31,10 @@ for part in $parts; do
            --importance in-pass --count-iterations 0 --fused --out "$out/step_time_cuda_mlp_fused.md"
       (cd .. && timeout 240 "$py" -m pytest -q tests/test_fused_step.py -k cuda) > "$out/fused_identity_cuda.txt" 2>&1 \
         || echo "== fused identity test failed: see $out/fused_identity_cuda.txt" ;;
-    *) echo "unknown part $part (mlp alexnet attribution check fused)"; exit 2 ;;
+    # not in the default parts: the default (H16's flushes off on CUDA) next to subnormal_guards="always" and
+    # the fused step (MLP, Adam, ICU and AFI), in the same interleaved rounds
+    guards) run 200 step_time.py --device cuda --setting mlp --rounds 5 --iterations 100 --optimizer adam \
+           --importance icu,afi --count-iterations 0 --fused --guards-always --out "$out/step_time_cuda_mlp_guards.md" ;;
+    *) echo "unknown part $part (mlp alexnet attribution check fused guards)"; exit 2 ;;
   esac
 done

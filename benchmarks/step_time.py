@@ -22,6 +22,8 @@ shared machine) are secondary views. Writes a Markdown table.
 ``<method> (fused)``: the step's element-wise work compiled by ``torch.compile``, the same numbers;
 ``docs/benchmark.md``, "Fused step"). Its compile time falls in the untimed warm-up experience;
 the table's notes give every method's warm-up experience time, compilation included.
+``--guards-always`` adds each method with ``subnormal_guards="always"`` (rows ``<method> (guards
+always)``): on a GPU, what H16's flushes cost there (the default runs them on CPU models only).
 
     python benchmarks/step_time.py --setting mlp --out docs/benchmarks/step_time_cpu_mlp.md
     python benchmarks/step_time.py --setting mlp --threads 1 --clock cpu --out docs/benchmarks/step_time_cpu_mlp_1thread.md
@@ -95,25 +97,30 @@ class InMemoryData(SupervisedPlugin):
 MEASURED_ITERATION = "measured_iteration"
 #: label suffix of a method trained with ``fused_step=True``
 FUSED = " (fused)"
+#: label suffix of a method trained with ``subnormal_guards="always"`` (H16's flushes on any device)
+GUARDED = " (guards always)"
+#: the twins a run can add: label suffix → the settings that differ from the defaults
+TWINS = {FUSED: {"fused_step": True}, GUARDED: {"subnormal_guards": "always"}}
 
 
-def with_fused(names: list[str]) -> list[str]:
-    """``names`` with each HAT-family method followed by its ``fused_step=True`` twin."""
-    return [variant for name in names for variant in ([name] if name == "Naive" else [name, name + FUSED])]
+def with_twins(names: list[str], suffixes: list[str]) -> list[str]:
+    """``names`` with each HAT-family method followed by its twins (one per suffix of :data:`TWINS`)."""
+    return [variant for name in names
+            for variant in ([name] if name == "Naive" else [name, *(name + suffix for suffix in suffixes)])]
 
 
-def use_fused_step(strategy) -> None:
-    """Give ``strategy`` its HAT-family plugin rebuilt with ``fused_step=True`` (what a user gets
-    by passing ``fused_step=True``: the harness builds its strategies with the defaults)."""
+def use_settings(strategy, changes: dict) -> None:
+    """Give ``strategy`` its HAT-family plugin rebuilt with ``changes`` to its settings (what a user
+    gets by passing them: the harness builds its strategies with the defaults)."""
     from avalanche_fgadahat.plugins.hat import HATPlugin
 
     for index, plugin in enumerate(strategy.plugins):
         if isinstance(plugin, HATPlugin):
-            twin = type(plugin)(plugin.config.replace(fused_step=True))
+            twin = type(plugin)(plugin.config.replace(**changes))
             twin.warn_in_after_training = plugin.warn_in_after_training
             strategy.plugins[index] = twin
             return
-    raise ValueError("no HAT-family plugin to fuse")
+    raise ValueError("no HAT-family plugin to change")
 
 
 def cpu_iteration_peak(trace_file: str) -> int:
@@ -244,9 +251,10 @@ class StepSubnormals(SupervisedPlugin):
 
 def run_setting(setting: str, device: torch.device, rounds: int, iterations: int, importance_types: list[str],
                 slow_iterations: int, clock: str = "wall", optimizer: str = "adam",
-                count_iterations: int = 3, fused: bool = False) -> list[dict]:
+                count_iterations: int = 3, fused: bool = False, guards_always: bool = False) -> list[dict]:
     """Rows of the table for one setting and optimizer (see module doc for the rounds); ``fused``:
-    each HAT-family method also with ``fused_step=True``."""
+    each HAT-family method also with ``fused_step=True``; ``guards_always``: also with
+    ``subnormal_guards="always"``."""
     shape, batch_size, _, _ = SETTINGS[setting]
     phases = ["warm-up", *["timed"] * rounds, *(["memory"] if device.type == "cpu" else []),
               *(["count"] if count_iterations > 0 else [])]
@@ -263,14 +271,16 @@ def run_setting(setting: str, device: torch.device, rounds: int, iterations: int
 
     state, experience_times, warmup_times, slow = {}, {}, {}, set()
     names = method_names(importance_types)
-    for name in with_fused(names) if fused else names:
+    suffixes = [suffix for suffix, wanted in ((FUSED, fused), (GUARDED, guards_always)) if wanted]
+    for name in with_twins(names, suffixes):
         timer = IterationTimer(device, CLOCKS[clock])
         counter = StepSubnormals(count_iterations)
         data = InMemoryData(batches)
-        base = name.removesuffix(FUSED)
+        suffix = next((s for s in suffixes if name.endswith(s)), "")
+        base = name.removesuffix(suffix) if suffix else name
         strategy = build_method(base, setting, device, optimizer, [data, timer, counter])
-        if name != base:
-            use_fused_step(strategy)
+        if suffix:
+            use_settings(strategy, TWINS[suffix])
         if base not in METHODS and find_importance_type(base.split(" ", 1)[1]).extra_passes != "none":
             # attribution measures (extra forward/backward passes): time fewer iterations
             data.batches_per_task = {t: b[:slow_iterations] for t, b in batches.items()}
@@ -346,6 +356,14 @@ def _fused_notes(rows: list[dict]) -> list[str]:
     ]
 
 
+def _guard_notes(rows: list[dict]) -> list[str]:
+    """With ``--guards-always``: what those rows are."""
+    if not any(r["method"].endswith(GUARDED) for r in rows):
+        return []
+    return ["`(guards always)`: the method with `subnormal_guards=\"always\"`: H16's flushes and floor tests run "
+            "on this device too (the default `\"cpu\"` runs them on CPU models only; `docs/deviations.md` H16a).", ""]
+
+
 def to_markdown(rows: list[dict], device: torch.device, clock: str = "wall") -> str:
     lines = header(device, clock_words(clock), "iteration (median) and per experience (median)") + [
         "Experience: one whole `strategy.train(experience)` call (per-experience work included: rollback "
@@ -361,7 +379,7 @@ def to_markdown(rows: list[dict], device: torch.device, clock: str = "wall") -> 
                         if device.type == "cuda" else
                         "host memory allocated during one training iteration above what was live at its start "
                         "(the step's transients; `torch.profiler` memory events, one untimed experience)."), "",
-    ] + _fused_notes(rows) + [
+    ] + _fused_notes(rows) + _guard_notes(rows) + [
         "× Naive by round: the lowest and highest ratio of one timed round's median iteration to `Naive`'s "
         "in the same round (the rounds interleave the methods, so the spread shows the machine's drift); "
         "× Naive is the ratio of the medians over all timed iterations, so it can fall outside that range.", "",
@@ -392,6 +410,9 @@ def main() -> None:
                         help="one table block per optimizer (default: adam, the reference protocol's)")
     parser.add_argument("--fused", action="store_true",
                         help="also time each HAT-family method with fused_step=True (rows '<method> (fused)')")
+    parser.add_argument("--guards-always", action="store_true",
+                        help="also time each HAT-family method with subnormal_guards='always' "
+                             "(rows '<method> (guards always)'; on a CPU the default already guards)")
     args = parser.parse_args()
     apply_threads(args.threads)
     device = torch.device(args.device)
@@ -417,7 +438,7 @@ def main() -> None:
     for setting in settings:
         for optimizer in args.optimizer:
             rows += run_setting(setting, device, args.rounds, args.iterations, types, args.slow_iterations, clock,
-                                optimizer, args.count_iterations, args.fused)
+                                optimizer, args.count_iterations, args.fused, args.guards_always)
     emit(to_markdown(rows, device, clock), args.out)
 
 

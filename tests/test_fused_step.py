@@ -65,9 +65,10 @@ def one_thread():
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device"))]
 
 
-def _train(digits5, case: str, fused: bool, device: str = "cpu"):
+def _train(digits5, case: str, fused: bool, device: str = "cpu", **extra):
     """``(model state, optimizer state, steps, final network capacity)`` after :data:`TASKS` tasks."""
     strategy_class, settings, _, _ = CASES[case]
+    settings = {**settings, **extra}
     set_seed(0)
     model = HATMLP(64, (32, 16))
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
@@ -116,6 +117,25 @@ def test_fused_step_equals_the_eager_step_bit_for_bit(digits5, case, device):
     assert all(state[f"unit_state.{k}.task_masks"][:TASKS].sum(dim=1).gt(0).all() for k in ("fc0", "fc1"))
     if accumulates:
         assert all(state[f"unit_state.{k}.summed_importance"].gt(0).any() for k in ("fc0", "fc1"))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("case", ["hat", "adahat", "fgadahat_icu"])
+def test_fused_step_equals_the_eager_step_with_the_other_guard_setting(digits5, case, device):
+    """The kernels take ``guards`` as a compile-time constant: with the guards off on the CPU
+    (``"never"``) and on on CUDA (``"always"``; the default ``"cpu"`` turns them off there, which
+    the test above covers) the fused step is the eager step bit for bit too."""
+    mode = "never" if device == "cpu" else "always"
+    _, _, kernel_name, accumulates = CASES[case]
+    kernel = getattr(gradient_step, kernel_name)
+    eager = _train(digits5, case, fused=False, device=device, subnormal_guards=mode)
+    calls = kernel.compiled_calls, accumulator.FUSED_ACCUMULATION.compiled_calls
+    fused = _train(digits5, case, fused=True, device=device, subnormal_guards=mode)
+    steps = fused[2]
+    assert kernel.failure is None and kernel.compiled_calls - calls[0] == steps
+    assert accumulator.FUSED_ACCUMULATION.compiled_calls - calls[1] == (steps if accumulates else 0)
+    _assert_equal_states(eager, fused)
+    assert 0.0 < fused[3] < 1.0 and fused[3] == eager[3]
 
 
 def test_failed_compilation_warns_once_and_runs_eagerly_with_the_same_numbers(digits5, monkeypatch):

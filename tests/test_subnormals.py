@@ -137,8 +137,9 @@ METHODS = {
 EPOCHS = 3
 
 
-def _train(method: str) -> tuple[StepCounter, dict[str, torch.Tensor]]:
+def _train(method: str, **extra) -> tuple[StepCounter, dict[str, torch.Tensor]]:
     strategy_class, settings = METHODS[method]
+    settings = {**settings, **extra}
     set_seed(0)
     benchmark = permuted_digits(2, seed=1)
     model = HATMLP(64, (128, 128))
@@ -161,7 +162,9 @@ def runs():
         for method in METHODS:
             with unflushed():
                 before = _train(method)
-            results[method] = {"unflushed": before, "flushed": _train(method)}
+            results[method] = {"unflushed": before, "flushed": _train(method),
+                               "never": _train(method, subnormal_guards="never"),
+                               "always": _train(method, subnormal_guards="always")}
     finally:
         torch.set_num_threads(threads)
     return results
@@ -195,6 +198,58 @@ def test_flushing_changes_no_stored_mask_and_no_parameter_beyond_the_bound(runs,
         elif before[key].is_floating_point():
             difference = (before[key] - after[key]).abs().max().item() if before[key].numel() else 0.0
             assert difference <= PARAMETER_BOUND, (key, difference)
+
+
+@pytest.mark.parametrize("method", list(METHODS))
+def test_guards_never_is_the_unflushed_computation_and_cpu_mode_guards_a_cpu_model(runs, method):
+    """``subnormal_guards="never"`` (what the default ``"cpu"`` does on a GPU, H16a) skips every
+    flush and floor test: its run is the run with every floor at 0 (the arithmetic before H16),
+    bit for bit, subnormals included; on this CPU the default ``"cpu"`` is ``"always"``."""
+    _, unflushed_state = runs[method]["unflushed"]
+    never, never_state = runs[method]["never"]
+    always, always_state = runs[method]["always"]
+    _, default_state = runs[method]["flushed"]
+    assert never_state.keys() == unflushed_state.keys() == always_state.keys()
+    assert [k for k in never_state if not torch.equal(never_state[k], unflushed_state[k])] == []
+    assert [k for k in always_state if not torch.equal(always_state[k], default_state[k])] == []
+    assert never.total > 1000 and never.gradients > 0 and always.total == 0
+    # not vacuous: the unflushed and flushed runs differ somewhere, or at least the counts do
+    assert never.total != always.total
+
+
+def test_guards_apply_on_cpu_devices_only_by_default_and_refuse_other_modes():
+    cpu, cuda, meta = torch.device("cpu"), torch.device("cuda", 0), torch.device("meta")
+    assert [subnormals.guards_apply("cpu", d) for d in (cpu, cuda, meta)] == [True, False, False]
+    assert [subnormals.guards_apply("always", d) for d in (cpu, cuda)] == [True, True]
+    assert [subnormals.guards_apply("never", d) for d in (cpu, cuda)] == [False, False]
+    with pytest.raises(ValueError, match="subnormal_guards='gpu' is not supported; accepted values are: "
+                                         "'cpu', 'always', 'never'"):
+        subnormals.guards_apply("gpu", cpu)
+    with pytest.raises(ValueError, match="subnormal_guards=True is not supported"):
+        HAT(model=HATMLP(4, (3,)), optimizer=None, subnormal_guards=True)
+    model = HATMLP(4, (3,))
+    strategy = AdaHAT(model=model, optimizer=torch.optim.SGD(model.parameters(), lr=0.1))
+    assert strategy.hat_plugin.config.subnormal_guards == "cpu"
+
+
+def test_plugin_decides_the_guards_from_the_model_device_each_step(monkeypatch):
+    """The plugin asks :func:`guards_apply` with the setting and the task embeddings' device at
+    each step and hands the answer to the gate (``TrainingStep.subnormal_guards``): a model that
+    the decision puts off the guards trains as ``"never"`` does, bit for bit."""
+    from avalanche_fgadahat.plugins import hat as hat_plugin_module
+
+    asked = []
+
+    def decide(mode, device):
+        asked.append((mode, device.type))
+        return False
+
+    monkeypatch.setattr(hat_plugin_module, "guards_apply", decide)
+    _, decided = _train("adahat")
+    monkeypatch.undo()
+    _, never = _train("adahat", subnormal_guards="never")
+    assert asked and set(asked) == {("cpu", "cpu")}
+    assert all(torch.equal(decided[k], never[k]) for k in never)
 
 
 # ---------------------------------------------------------------- the pieces

@@ -156,11 +156,12 @@ class RateEngine:
         """A new training step began: forget the last step's capacity."""
         self.step_capacity = None
 
-    def adjust_(self, signals: StepSignals) -> None:
+    def adjust_(self, signals: StepSignals, guards: bool = True) -> None:
         """Multiply every masked-layer gradient by its rate, in place; then, for rates other
-        than 0 and 1, flush the results below ``GRADIENT_FLOOR`` (module doc)."""
+        than 0 and 1, flush the results below ``GRADIENT_FLOOR`` (module doc), unless
+        ``guards=False`` (``subnormal_guards`` off for the model's device, H16a)."""
         self._apply_rates(signals)
-        if self.entries and not self.rule.binary_rates:
+        if guards and self.entries and not self.rule.binary_rates:
             flush_gradients_(param for param, _, _ in self.entries)
 
     def _apply_rates(self, signals: StepSignals) -> None:

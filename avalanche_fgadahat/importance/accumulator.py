@@ -30,7 +30,7 @@ from .summing import SUMMING_STRATEGIES
 
 
 def add_step_importances_(sums: list[torch.Tensor], raws: list[torch.Tensor], masks: list[torch.Tensor] | None,
-                          gather: torch.Tensor, segment: torch.Tensor) -> None:
+                          gather: torch.Tensor, segment: torch.Tensor, guards: bool = True) -> None:
     """``sums[l] += normalised(raws[l]) · masks[l]`` in place, for every unit group ``l`` at once.
 
     :param sums: the ``importance_step_sum`` buffers, ``(units_l,)`` each (updated in place).
@@ -38,6 +38,7 @@ def add_step_importances_(sums: list[torch.Tensor], raws: list[torch.Tensor], ma
     :param masks: the step's soft training masks (detached), shaped as ``sums``; ``None``: no
         product (``step_multiply_training_mask=False``).
     :param gather: ``(groups, largest)`` and ``segment`` ``(units,)``: ``normalize.segment_index`` of the sizes.
+    :param guards: H16's floors; ``False``: the plain normalisation and product (H16a).
 
     The unit groups are concatenated into one vector and min-max normalised per group with the
     flush of H16 (``normalize.min_max_normalize_segments``: a few ops for all groups, not a few
@@ -45,10 +46,12 @@ def add_step_importances_(sums: list[torch.Tensor], raws: list[torch.Tensor], ma
     ``STEP_IMPORTANCE_FLOOR`` is 0 (decided before the product is formed). Eager, or compiled as
     :data:`FUSED_ACCUMULATION`.
     """
-    step = min_max_normalize_segments(torch.cat(raws), gather, segment, flush=True)
+    step = min_max_normalize_segments(torch.cat(raws), gather, segment, flush=guards)
     if masks is not None:  # step ≥ 0 (a fresh tensor): its own magnitude, zeroed in place
         mask = torch.cat(masks)
-        step.masked_fill_(step < product_threshold(mask, 2 * STEP_IMPORTANCE_FLOOR), 0.0).mul_(mask)
+        if guards:
+            step.masked_fill_(step < product_threshold(mask, 2 * STEP_IMPORTANCE_FLOOR), 0.0)
+        step.mul_(mask)
     torch._foreach_add_(sums, step.split([s.numel() for s in sums]))
 
 
@@ -118,7 +121,8 @@ class ImportanceAccumulator:
             raws = [_in_dtype(raw[key], total.dtype) for key, total in zip(states, sums)]
             masks = [ctx.masks[key] for key in states] if self.step_multiply_training_mask else None
             gather, segment = segment_index(tuple(s.numel() for s in sums), sums[0].device)
-            (FUSED_ACCUMULATION if fused else add_step_importances_)(sums, raws, masks, gather, segment)
+            (FUSED_ACCUMULATION if fused else add_step_importances_)(sums, raws, masks, gather, segment,
+                                                                     ctx.subnormal_guards)
             model.importance_steps.add_(1)
 
     @torch.no_grad()

@@ -77,7 +77,7 @@ def activation_abs_mean(ctx: StepContext, key: str) -> torch.Tensor:
 _PRODUCT_FLOOR = 2 * torch.finfo(torch.float32).tiny
 
 
-def product(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+def product(a: torch.Tensor, b: torch.Tensor, guards: bool = True) -> torch.Tensor:
     """``a · b`` of two per-unit factors (``b ≥ 0``), with 0 wherever the product would be
     subnormal, decided before it is formed (``docs/deviations.md`` H16). Used where the first
     factor is a squared-gradient sum: the flushed gradients are ``0`` or above ``1e-16``, so
@@ -86,7 +86,10 @@ def product(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     benchmark MLP). Such values are below the accumulator's ``RAW_IMPORTANCE_FLOOR`` (1e-30)
     and counted as 0 there anyway, so the accumulated importance keeps its bits; every other
     element is the plain product's. The weight-magnitude products (ICU, CU, CBP) keep the plain
-    product: no subnormal was measured there, and the guard costs five small ops per unit group."""
+    product: no subnormal was measured there, and the guard costs five small ops per unit group.
+    ``guards=False`` (``StepContext.subnormal_guards``, H16a): the plain product."""
+    if not guards:
+        return a * b
     return zero_where_product_below(a, b, _PRODUCT_FLOOR) * b
 
 
@@ -153,14 +156,14 @@ _register(
     "input_weight_gradient_square_sum_x_activation_abs",
     "AFI",
     "Σ(∂L/∂W^in)² · A",
-    lambda ctx, key: product(_g2_in(ctx, key), activation_abs_mean(ctx, key)),
+    lambda ctx, key: product(_g2_in(ctx, key), activation_abs_mean(ctx, key), ctx.subnormal_guards),
     needs_activations=True,
 )
 _register(
     "output_weight_gradient_square_sum_x_activation_abs",
     "—",
     "Σ(∂L/∂W^out)² · A",
-    lambda ctx, key: product(_g2_out(ctx, key), activation_abs_mean(ctx, key)),
+    lambda ctx, key: product(_g2_out(ctx, key), activation_abs_mean(ctx, key), ctx.subnormal_guards),
     needs_activations=True,
 )
 _register("cbp_adaptation", "CBP adaptation", "1 / Σ|W^in|", lambda ctx, key: _reciprocal(_w_in(ctx, key)))

@@ -42,6 +42,10 @@ class StepContext:
     (step counts, samples, rows per pass); the default is
     :data:`~avalanche_fgadahat.importance.attribution.settings.DEFAULT_SETTINGS`, the
     reference's. The in-pass importances ignore it.
+
+    ``subnormal_guards``: whether the step runs H16's flushes (``docs/deviations.md``; the
+    plugin's ``subnormal_guards`` setting for the model's device): the accumulator's floors,
+    the in-pass products' and the attribution passes' mask floor.
     """
 
     model: HATBackbone
@@ -52,6 +56,7 @@ class StepContext:
     activations: dict[str, torch.Tensor]
     gate_scale: float
     attribution_settings: AttributionSettings = field(default_factory=_default_attribution_settings)
+    subnormal_guards: bool = True
 
 
 ImportanceFunction = Callable[[StepContext], dict[str, torch.Tensor]]

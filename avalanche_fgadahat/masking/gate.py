@@ -116,10 +116,13 @@ class _FlushedGate(torch.autograd.Function):
         return torch.ops.aten.sigmoid_backward(grad, sigma) * ctx.scale, None
 
 
-def soft_mask(embedding: torch.Tensor, scale: float) -> torch.Tensor:
+def soft_mask(embedding: torch.Tensor, scale: float, guards: bool = True) -> torch.Tensor:
     """HAT Eq. (1): ``σ(s · e)``, exactly 0 (gradient 0) where it is below :data:`MASK_FLOOR` and
     at least :data:`KEPT_MASK_MINIMUM` elsewhere (module doc). ``embedding``: any shape; the result
-    has its shape."""
+    has its shape. ``guards=False`` (``subnormal_guards`` off for the model's device): the plain
+    ``torch.sigmoid(s · e)`` and its autograd gradient, the reference's (H16a)."""
+    if not guards:
+        return torch.sigmoid(scale * embedding)
     return _FlushedGate.apply(embedding, scale)
 
 
@@ -129,16 +132,19 @@ def binary_mask(embedding: torch.Tensor) -> torch.Tensor:
 
 
 def compensate_embedding_gradient_(
-    embedding: torch.Tensor, scale: float, s_max: float, clamp_threshold: float
+    embedding: torch.Tensor, scale: float, s_max: float, clamp_threshold: float, guards: bool = True
 ) -> None:
     """Multiply ``embedding.grad`` in place by the compensation factor of HAT Eq. (4); where
     the product would be below :data:`~avalanche_fgadahat.masking.subnormals.GRADIENT_FLOOR`
-    the gradient is set to 0 instead (decided before the product is formed)."""
+    the gradient is set to 0 instead (decided before the product is formed), unless
+    ``guards=False`` (the plain product, H16a)."""
     grad = embedding.grad
     if grad is None:
         return
     factor = compensation_factor(embedding.detach(), scale, s_max / scale, clamp_threshold)
-    grad.masked_fill_(product_below(grad, factor, 2 * GRADIENT_FLOOR), 0.0).mul_(factor)
+    if guards:
+        grad.masked_fill_(product_below(grad, factor, 2 * GRADIENT_FLOOR), 0.0)
+    grad.mul_(factor)
 
 
 def compensation_factor(embedding: torch.Tensor, scale: Scalar, ratio: Scalar, clamp_threshold: Scalar) -> torch.Tensor:
@@ -150,7 +156,7 @@ def compensation_factor(embedding: torch.Tensor, scale: Scalar, ratio: Scalar, c
 
 
 def compensated_gradient(embedding: torch.Tensor, grad: torch.Tensor, scale: Scalar, ratio: Scalar,
-                         clamp_threshold: Scalar) -> torch.Tensor:
+                         clamp_threshold: Scalar, guards: bool = True) -> torch.Tensor:
     """:func:`compensate_embedding_gradient_` out of place: the compensated ``grad`` (a new tensor).
 
     ``embedding`` (detached) and ``grad`` have one shape (the flat embeddings, ``(units,)``);
@@ -158,6 +164,9 @@ def compensated_gradient(embedding: torch.Tensor, grad: torch.Tensor, scale: Sca
     and ``clamp_threshold`` is θ: Python floats, or 0-d tensors of the embedding's dtype and
     device holding their float32 values. The float32 operations and their order are the in-place
     form's, so the result has its bits (the fused step, ``fused_step=True``, compiles this form).
+    ``guards=False``: no floor test (H16a).
     """
     factor = compensation_factor(embedding, scale, ratio, clamp_threshold)
+    if not guards:
+        return grad * factor
     return grad.masked_fill(product_below(grad, factor, 2 * GRADIENT_FLOOR), 0.0) * factor

@@ -38,8 +38,8 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
-__all__ = ["GRADIENT_FLOOR", "SubnormalCounter", "count_subnormal", "flush_gradients_", "product_below",
-           "product_threshold", "zero_where_product_below"]
+__all__ = ["GRADIENT_FLOOR", "SUBNORMAL_GUARD_MODES", "SubnormalCounter", "count_subnormal", "flush_gradients_",
+           "guards_apply", "product_below", "product_threshold", "zero_where_product_below"]
 
 #: Gradients handed to the optimizer are 0 or above this magnitude. 1e-16: an optimizer's
 #: state then holds no subnormal either — Adam's ``(1 − β₂)·g²`` is at least ``1e-37`` for any
@@ -47,6 +47,29 @@ __all__ = ["GRADIENT_FLOOR", "SubnormalCounter", "count_subnormal", "flush_gradi
 #: ``lr · 1e-16`` (SGD) or ``lr · 1e-16 / ε`` (Adam-type: ``1e-8 · lr`` at the default ε = 1e-8,
 #: a hundred-millionth of a full Adam step).
 GRADIENT_FLOOR = 1e-16
+
+#: the accepted values of the ``subnormal_guards`` setting (``config.HATConfig``): where the flushes
+#: of H16 run. ``"cpu"`` (default): on CPU tensors only — CPUs are where subnormal arithmetic is
+#: slow; NVIDIA GPUs compute on subnormal float32 at full speed, and there every guard would be
+#: a kernel launch that buys nothing (``docs/deviations.md`` H16a). ``"always"``: on every device
+#: (a GPU run then computes what a CPU run computes, up to the devices' own rounding).
+#: ``"never"``: nowhere (the reference's arithmetic, subnormals included, also on a CPU).
+SUBNORMAL_GUARD_MODES = ("cpu", "always", "never")
+
+
+def guards_apply(mode: str, device: torch.device) -> bool:
+    """Whether the H16 flushes run for tensors on ``device`` under the ``subnormal_guards``
+    setting ``mode`` (one of :data:`SUBNORMAL_GUARD_MODES`).
+
+    :raises ValueError: for another ``mode``.
+    """
+    if mode == "cpu":
+        return device.type == "cpu"
+    if mode in ("always", "never"):
+        return mode == "always"
+    raise ValueError(f"subnormal_guards={mode!r} is not supported; accepted values are: "
+                     + ", ".join(repr(m) for m in SUBNORMAL_GUARD_MODES))
+
 
 #: ops whose output is uninitialised memory (whatever bits it held are not a computed value)
 UNINITIALISED = frozenset({"aten::empty", "aten::empty_like", "aten::empty_strided", "aten::new_empty",

@@ -232,7 +232,7 @@ class HATBackbone(TaskInferenceMixin, MultiTaskModule):
         step = self.training_step
         if step is not None and task == step.task:
             if self.training and step.gate_scale is not None:
-                return self.split_units(soft_mask(self.task_embeddings, step.gate_scale))
+                return self.split_units(soft_mask(self.task_embeddings, step.gate_scale, step.subnormal_guards))
             return self.split_units(binary_mask(self.task_embeddings))
         if self.is_trained(task):
             return self.stored_masks(task)
@@ -271,7 +271,7 @@ class HATBackbone(TaskInferenceMixin, MultiTaskModule):
         task = int(task_label)
         step = self.training_step
         if self.training and step is not None and task == step.task and step.gate_scale is not None:
-            flat = soft_mask(self.task_embeddings, step.gate_scale)
+            flat = soft_mask(self.task_embeddings, step.gate_scale, step.subnormal_guards)
             masks = self.split_units(flat)
             step.masks, step.mask_flat = masks, flat
         else:

@@ -25,6 +25,8 @@ class TrainingStep:
     :param record_activations: record each masked layer's activation in ``activations``.
     :param gate_scale: ``s`` of the current step; ``None`` until the first step (a forward
         of the task then uses its binary mask ``1[e > 0]``).
+    :param subnormal_guards: whether the gate flushes its subnormal values (``docs/deviations.md``
+        H16; the plugin's ``subnormal_guards`` setting for the model's device).
     :param masks: ``{unit group: σ(s·e_l)}`` of the last training-mode forward, shape ``(units,)``.
     :param mask_flat: the same masks as one flat vector (all unit groups, in order).
     :param activations: ``{unit group: activation}`` of the last forward, batch first.
@@ -33,6 +35,7 @@ class TrainingStep:
     task: int
     record_activations: bool = False
     gate_scale: float | None = None
+    subnormal_guards: bool = True
     masks: dict[str, torch.Tensor] = field(default_factory=dict)
     mask_flat: torch.Tensor | None = None
     activations: dict[str, torch.Tensor] = field(default_factory=dict)

@@ -43,6 +43,7 @@ from ..config import HATConfig
 from ..diagnostics import ExperienceReport, HATDiagnosticWarning, LearningDiagnostics, diagnose, snapshot_cumulative
 from ..masking.gate import annealed_scale
 from ..masking.regularizer import MaskSparsityRegularizer
+from ..masking.subnormals import guards_apply
 from ..models.base import HATBackbone
 from ..rollback import ModelSnapshot
 from ..models.conversion import to_hat
@@ -91,6 +92,8 @@ class HATPlugin(HATFamilyPlugin, ConfiguredSettings, SupervisedPlugin):
         self.phase = ExperiencePhase.IDLE
         self.task: int | None = None
         self.gate_scale: float | None = None
+        #: whether this step runs H16's flushes (``subnormal_guards`` for the model's device; set per step)
+        self.guards = True
         self._num_batches = 1
         self._regularizer: MaskSparsityRegularizer | None = None
         self._experience_start: ModelSnapshot | None = None
@@ -101,6 +104,7 @@ class HATPlugin(HATFamilyPlugin, ConfiguredSettings, SupervisedPlugin):
         """Load a plugin pickled by an earlier version (an Avalanche checkpoint)."""
         self.__dict__.update(migrate_plugin_state(type(self), state))
         self.__dict__.setdefault("assignment", TaskAssignment(self.config.task_inference))
+        self.__dict__.setdefault("guards", True)
 
     # ------------------------------------------------------------------ checks
     def _check_experience(self, strategy) -> tuple[HATBackbone, int]:
@@ -296,6 +300,7 @@ class HATPlugin(HATFamilyPlugin, ConfiguredSettings, SupervisedPlugin):
         step = model.training_step
         step.clear_outputs()
         step.gate_scale = self.gate_scale
+        step.subnormal_guards = self.guards = guards_apply(self.config.subnormal_guards, model.task_embeddings.device)
 
     def before_backward(self, strategy, **kwargs) -> None:
         """Refuse a non-finite loss before it reaches a weight (rolled back,
@@ -329,7 +334,7 @@ class HATPlugin(HATFamilyPlugin, ConfiguredSettings, SupervisedPlugin):
         one compiled kernel with ``fused_step=True`` (``adjustment/gradient_step.py``)."""
         config = self.config
         adjust_step_gradients_(unwrap_hat_model(strategy.model), self.engine, self.signals, self.gate_scale,
-                               config.s_max, config.clamp_threshold, config.fused_step)
+                               config.s_max, config.clamp_threshold, config.fused_step, self.guards)
 
     def after_update(self, strategy, **kwargs) -> None:
         """Clamp the embeddings to ``±embedding_clamp`` when set (the original HAT code's 6)."""

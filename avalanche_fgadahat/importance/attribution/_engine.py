@@ -167,8 +167,8 @@ class AttributionStep:
         self.x, self.y = _inputs(ctx)
         self.settings = settings_of(ctx)
         self.layers = attribution_layers(self.model)
-        masks = {key: torch.nn.functional.hardshrink(mask.detach(), ATTRIBUTION_MASK_FLOOR)
-                 for key, mask in ctx.masks.items()}
+        masks = {key: torch.nn.functional.hardshrink(mask.detach(), ATTRIBUTION_MASK_FLOOR) if ctx.subnormal_guards
+                 else mask.detach() for key, mask in ctx.masks.items()}
         with attribution_mode(self.model):  # the trace forward must not touch BN or recordings
             self.forward = TaskForward(
                 self.model, ctx.task, masks, nonlinearity=nonlinearity,
