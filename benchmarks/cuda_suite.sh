@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The CUDA tables of docs/benchmark.md in one go, on a GPU machine:
-#     benchmarks/cuda_suite.sh OUTDIR [PART ...]     PART: mlp alexnet attribution check (default: these), fused, guards
+#     benchmarks/cuda_suite.sh OUTDIR [PART ...]     PART: mlp alexnet attribution check (default: these), mlp-all, fused, guards
 # (PYTHON=... chooses the interpreter.) Writes step_time_cuda_{mlp,alexnet}.md,
 # attribution_cuda_{mlp,alexnet,alexnet_fa}.md and device_check_cuda.md into OUTDIR. Each
 # script runs under its own time limit, so one slow table does not take the others with it.
@@ -15,8 +15,11 @@ run() { local limit=$1; shift; echo "== $*"; timeout "$limit" "$py" "$@" || echo
 for part in $parts; do
   case $part in
     # --count-iterations 0: no subnormal count on the GPU (no slow path there; saves device time)
-    mlp) run 200 step_time.py --device cuda --setting mlp --rounds 5 --iterations 100 --slow-iterations 10 \
-           --optimizer adam adam-fused --importance all --count-iterations 0 --out "$out/step_time_cuda_mlp.md" ;;
+    mlp) run 240 step_time.py --device cuda --setting mlp --rounds 5 --iterations 100 \
+           --optimizer adam adam-fused --importance in-pass --count-iterations 0 --out "$out/step_time_cuda_mlp.md" ;;
+    # not in the default parts: every importance type, the attribution ones included (10 iterations each)
+    mlp-all) run 300 step_time.py --device cuda --setting mlp --rounds 5 --iterations 100 --slow-iterations 10 \
+           --optimizer adam adam-fused --importance all --count-iterations 0 --out "$out/step_time_cuda_mlp_all_types.md" ;;
     alexnet) run 90 step_time.py --device cuda --setting alexnet --rounds 4 --iterations 50 \
            --optimizer adam adam-fused --importance in-pass --count-iterations 0 --out "$out/step_time_cuda_alexnet.md" ;;
     attribution)
@@ -35,6 +38,6 @@ for part in $parts; do
     # the fused step (MLP, Adam, ICU and AFI), in the same interleaved rounds
     guards) run 200 step_time.py --device cuda --setting mlp --rounds 5 --iterations 100 --optimizer adam \
            --importance icu,afi --count-iterations 0 --fused --guards-always --out "$out/step_time_cuda_mlp_guards.md" ;;
-    *) echo "unknown part $part (mlp alexnet attribution check fused guards)"; exit 2 ;;
+    *) echo "unknown part $part (mlp alexnet attribution check mlp-all fused guards)"; exit 2 ;;
   esac
 done

@@ -54,6 +54,8 @@ def _trained(bench, n: int = 1, **kwargs):
         (lambda: _hat(cls=FGAdaHAT, importance_scheduler_type="cosine"), "importance_scheduler_type", "'linear_sparsity_reg'"),
         (lambda: _hat(cls=FGAdaHAT, neuron_to_weight_importance_aggregation_mode="median"),
          "neuron_to_weight_importance_aggregation_mode", "'min'"),
+        (lambda: _hat(subnormal_guards="gpu"), "subnormal_guards", "'cpu', 'always', 'never'"),
+        (lambda: HATPlugin(subnormal_guards=False), "subnormal_guards", "'always'"),
     ],
 )
 def test_unknown_name_names_argument_and_accepted_values(build, name, accepted):
