@@ -83,7 +83,7 @@ class FGAdaHATPlugin(HATPlugin):
                 activations={k: a.detach() for k, a in step.activations.items()},
                 gate_scale=self.gate_scale,
                 attribution_settings=self.config.attribution_settings,
-                subnormal_guards=self.guards,
+                subnormal_guards=step.subnormal_guards,
             ),
             fused=self.config.fused_step,
         )

@@ -15,18 +15,18 @@ Callback → work:
   the model; reset the optimizer state; re-initialise the task embeddings; open the model's
   :class:`~avalanche_fgadahat.models.training_step.TrainingStep`; broadcast the rule's
   measure once (:class:`~avalanche_fgadahat.adjustment.RateEngine`).
-* ``before_forward``: set the annealed gate scale ``s`` (Eq. 3, 1-based batch index).
-* ``before_backward``: refuse a non-finite loss (rolled back); add the mask-sparsity
-  regulariser (Eq. 5) to ``strategy.loss``.
-* ``after_backward``: flush gradients below ``1e-16`` to 0 (``docs/deviations.md`` H16); multiply
-  masked-layer gradients by the rule's rates (Eq. 2 for ``hat``); compensate the embedding gradients (Eq. 4)
+* ``before_forward``: set the annealed gate scale ``s`` (Eq. 3, 1-based batch index) and whether the
+  step runs H16's subnormal guards (``subnormal_guards`` for the model's device, H16a).
+* ``before_backward``: refuse a non-finite loss (rolled back); add the regulariser (Eq. 5) to ``strategy.loss``.
+* ``after_backward``: flush gradients below ``1e-16`` to 0 (H16, guards on); multiply masked-layer
+  gradients by the rule's rates (Eq. 2 for ``hat``); compensate the embedding gradients (Eq. 4)
   (``adjustment/gradient_step.py``: eager, or one compiled kernel with ``fused_step=True``).
 * ``after_update``: optionally clamp the embeddings to ``±embedding_clamp``.
 * ``after_training_exp``: store the binary mask ``1[e > 0]``; update ``M`` and ``S``; the
   ``mahalanobis`` task inference's feature statistics of the task (one pass over its data).
 
-All HAT state lives in the model (:class:`~avalanche_fgadahat.models.HATBackbone`); the
-plugin holds the settings, the experience's phase and per-experience tensors derived from it.
+All HAT state lives in the model (:class:`~avalanche_fgadahat.models.HATBackbone`); the plugin holds
+the settings, the experience's phase and per-experience tensors derived from it.
 """
 
 from __future__ import annotations
@@ -59,9 +59,9 @@ from .settings import ConfiguredSettings, build_config, settings_signature
 class HATPlugin(HATFamilyPlugin, ConfiguredSettings, SupervisedPlugin):
     """HAT on any Avalanche ``SupervisedTemplate`` (e.g. ``Naive(plugins=[HATPlugin()])``).
 
-    Built from a :class:`~avalanche_fgadahat.config.HATConfig` or from its settings as
-    keywords (``HATPlugin(adjustment_mode="hat", s_max=400.0)``); every setting, its
-    accepted values and default are documented there. Settings are readable as attributes.
+    Built from a :class:`~avalanche_fgadahat.config.HATConfig` or from its settings as keywords
+    (``HATPlugin(adjustment_mode="hat", s_max=400.0)``); every setting, its accepted values and
+    default are documented there. Settings are readable as attributes.
 
     :raises TypeError: an unknown setting, or a config of another method.
     :raises ValueError: a setting outside its accepted values (the message names it).
@@ -92,8 +92,6 @@ class HATPlugin(HATFamilyPlugin, ConfiguredSettings, SupervisedPlugin):
         self.phase = ExperiencePhase.IDLE
         self.task: int | None = None
         self.gate_scale: float | None = None
-        #: whether this step runs H16's flushes (``subnormal_guards`` for the model's device; set per step)
-        self.guards = True
         self._num_batches = 1
         self._regularizer: MaskSparsityRegularizer | None = None
         self._experience_start: ModelSnapshot | None = None
@@ -104,7 +102,6 @@ class HATPlugin(HATFamilyPlugin, ConfiguredSettings, SupervisedPlugin):
         """Load a plugin pickled by an earlier version (an Avalanche checkpoint)."""
         self.__dict__.update(migrate_plugin_state(type(self), state))
         self.__dict__.setdefault("assignment", TaskAssignment(self.config.task_inference))
-        self.__dict__.setdefault("guards", True)
 
     # ------------------------------------------------------------------ checks
     def _check_experience(self, strategy) -> tuple[HATBackbone, int]:
@@ -132,9 +129,7 @@ class HATPlugin(HATFamilyPlugin, ConfiguredSettings, SupervisedPlugin):
                 f"the previous strategy.train() stopped with an error after task {self.task}'s mask was "
                 "stored (in an after_training_exp callback): the task is kept, but Avalanche's clock did not "
                 "count that experience, so a checkpoint saved from now on resumes one experience early",
-                RuntimeWarning,
-                stacklevel=2,
-            )
+                RuntimeWarning, stacklevel=2)
         if self.phase is ExperiencePhase.TRAINING:
             task = self.task
             self.rollback_experience(strategy)
@@ -142,9 +137,7 @@ class HATPlugin(HATFamilyPlugin, ConfiguredSettings, SupervisedPlugin):
                 f"the previous strategy.train() stopped with an error inside task {task}'s "
                 "experience; it was rolled back (model as at the start of that experience, "
                 "task not stored) before this train() call",
-                RuntimeWarning,
-                stacklevel=2,
-            )
+                RuntimeWarning, stacklevel=2)
         self.phase = ExperiencePhase.IDLE
 
     def after_training(self, strategy, **kwargs) -> None:
@@ -300,7 +293,7 @@ class HATPlugin(HATFamilyPlugin, ConfiguredSettings, SupervisedPlugin):
         step = model.training_step
         step.clear_outputs()
         step.gate_scale = self.gate_scale
-        step.subnormal_guards = self.guards = guards_apply(self.config.subnormal_guards, model.task_embeddings.device)
+        step.subnormal_guards = guards_apply(self.config.subnormal_guards, model.task_embeddings.device)
 
     def before_backward(self, strategy, **kwargs) -> None:
         """Refuse a non-finite loss before it reaches a weight (rolled back,
@@ -332,22 +325,22 @@ class HATPlugin(HATFamilyPlugin, ConfiguredSettings, SupervisedPlugin):
         """Flush every gradient but the embeddings' below ``GRADIENT_FLOOR`` (deviation H16), apply the
         rates (HAT Eq. 2, AdaHAT Eq. 8, FG-AdaHAT Eq. 3), compensate the embedding gradients (Eq. 4);
         one compiled kernel with ``fused_step=True`` (``adjustment/gradient_step.py``)."""
-        config = self.config
-        adjust_step_gradients_(unwrap_hat_model(strategy.model), self.engine, self.signals, self.gate_scale,
-                               config.s_max, config.clamp_threshold, config.fused_step, self.guards)
+        config, model = self.config, unwrap_hat_model(strategy.model)
+        adjust_step_gradients_(model, self.engine, self.signals, self.gate_scale, config.s_max, config.clamp_threshold,
+                               config.fused_step, model.training_step.subnormal_guards)
 
     def after_update(self, strategy, **kwargs) -> None:
         """Clamp the embeddings to ``±embedding_clamp`` when set (the original HAT code's 6)."""
-        if self.config.embedding_clamp is not None:
-            model = unwrap_hat_model(strategy.model)
+        clamp = self.config.embedding_clamp
+        if clamp is not None:
             with torch.no_grad():
-                model.task_embeddings.clamp_(-self.config.embedding_clamp, self.config.embedding_clamp)
+                unwrap_hat_model(strategy.model).task_embeddings.clamp_(-clamp, clamp)
 
     # ------------------------------------------------------------------ metrics
     def network_capacity(self) -> float:
-        """Mean adjustment rate over every masked-layer parameter (existing biases only): AdaHAT's
-        network capacity (Wang et al. 2024, Sec. 4.3; under ``hat``, the share still free). Per-step rules
-        use the last step's ``R_l`` (``hat_random``: one draw); 1.0 before the first experience."""
+        """Mean adjustment rate over every masked-layer parameter (existing biases only): AdaHAT's network capacity
+        (Wang et al. 2024, Sec. 4.3; under ``hat``, the share still free). Per-step rules use the last step's
+        ``R_l`` (``hat_random``: one draw); 1.0 before the first experience."""
         return self.engine.capacity(self.signals)
 
 
