@@ -37,7 +37,7 @@ for part in $parts; do
     # not in the default parts: the default (H16's flushes off on CUDA) next to subnormal_guards="always" and
     # the fused step (MLP, Adam, ICU and AFI), in the same interleaved rounds
     guards) run 200 step_time.py --device cuda --setting mlp --rounds 5 --iterations 100 --optimizer adam \
-           --importance icu,afi --count-iterations 0 --fused --guards-always --out "$out/step_time_cuda_mlp_guards.md" ;;
+           --importance icu,afi --count-iterations 0 --fused --guards always --out "$out/step_time_cuda_mlp_guards.md" ;;
     *) echo "unknown part $part (mlp alexnet attribution check mlp-all fused guards)"; exit 2 ;;
   esac
 done

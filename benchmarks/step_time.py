@@ -22,8 +22,9 @@ shared machine) are secondary views. Writes a Markdown table.
 ``<method> (fused)``: the step's element-wise work compiled by ``torch.compile``, the same numbers;
 ``docs/benchmark.md``, "Fused step"). Its compile time falls in the untimed warm-up experience;
 the table's notes give every method's warm-up experience time, compilation included.
-``--guards-always`` adds each method with ``subnormal_guards="always"`` (rows ``<method> (guards
-always)``): on a GPU, what H16's flushes cost there (the default runs them on CPU models only).
+``--guards always`` / ``--guards never`` adds each method with that ``subnormal_guards`` (rows
+``<method> (guards always)``): on a GPU, what H16's flushes cost there (the default runs them on
+CPU models only); on a CPU, ``never`` shows what they save there.
 
     python benchmarks/step_time.py --setting mlp --out docs/benchmarks/step_time_cpu_mlp.md
     python benchmarks/step_time.py --setting mlp --threads 1 --clock cpu --out docs/benchmarks/step_time_cpu_mlp_1thread.md
@@ -97,10 +98,10 @@ class InMemoryData(SupervisedPlugin):
 MEASURED_ITERATION = "measured_iteration"
 #: label suffix of a method trained with ``fused_step=True``
 FUSED = " (fused)"
-#: label suffix of a method trained with ``subnormal_guards="always"`` (H16's flushes on any device)
-GUARDED = " (guards always)"
-#: the twins a run can add: label suffix → the settings that differ from the defaults
-TWINS = {FUSED: {"fused_step": True}, GUARDED: {"subnormal_guards": "always"}}
+#: the twins a run can add: label suffix → the settings that differ from the defaults (``--fused``,
+#: ``--guards MODE``: ``subnormal_guards=MODE``, H16's flushes on any device or on none)
+TWINS = {FUSED: {"fused_step": True}, " (guards always)": {"subnormal_guards": "always"},
+         " (guards never)": {"subnormal_guards": "never"}}
 
 
 def with_twins(names: list[str], suffixes: list[str]) -> list[str]:
@@ -251,10 +252,10 @@ class StepSubnormals(SupervisedPlugin):
 
 def run_setting(setting: str, device: torch.device, rounds: int, iterations: int, importance_types: list[str],
                 slow_iterations: int, clock: str = "wall", optimizer: str = "adam",
-                count_iterations: int = 3, fused: bool = False, guards_always: bool = False) -> list[dict]:
+                count_iterations: int = 3, fused: bool = False, guards: tuple[str, ...] = ()) -> list[dict]:
     """Rows of the table for one setting and optimizer (see module doc for the rounds); ``fused``:
-    each HAT-family method also with ``fused_step=True``; ``guards_always``: also with
-    ``subnormal_guards="always"``."""
+    each HAT-family method also with ``fused_step=True``; ``guards``: also with
+    ``subnormal_guards=mode`` for each mode (``"always"``, ``"never"``)."""
     shape, batch_size, _, _ = SETTINGS[setting]
     phases = ["warm-up", *["timed"] * rounds, *(["memory"] if device.type == "cpu" else []),
               *(["count"] if count_iterations > 0 else [])]
@@ -271,7 +272,7 @@ def run_setting(setting: str, device: torch.device, rounds: int, iterations: int
 
     state, experience_times, warmup_times, slow = {}, {}, {}, set()
     names = method_names(importance_types)
-    suffixes = [suffix for suffix, wanted in ((FUSED, fused), (GUARDED, guards_always)) if wanted]
+    suffixes = [FUSED] * fused + [f" (guards {mode})" for mode in guards]
     for name in with_twins(names, suffixes):
         timer = IterationTimer(device, CLOCKS[clock])
         counter = StepSubnormals(count_iterations)
@@ -357,11 +358,12 @@ def _fused_notes(rows: list[dict]) -> list[str]:
 
 
 def _guard_notes(rows: list[dict]) -> list[str]:
-    """With ``--guards-always``: what those rows are."""
-    if not any(r["method"].endswith(GUARDED) for r in rows):
+    """With ``--guards``: what those rows are."""
+    if not any("(guards " in r["method"] for r in rows):
         return []
-    return ["`(guards always)`: the method with `subnormal_guards=\"always\"`: H16's flushes and floor tests run "
-            "on this device too (the default `\"cpu\"` runs them on CPU models only; `docs/deviations.md` H16a).", ""]
+    return ["`(guards always)` / `(guards never)`: the method with `subnormal_guards=\"always\"` / `\"never\"`: H16's "
+            "flushes and floor tests run on every device / on none (the default `\"cpu\"` runs them on CPU models "
+            "only; `docs/deviations.md` H16a).", ""]
 
 
 def to_markdown(rows: list[dict], device: torch.device, clock: str = "wall") -> str:
@@ -410,9 +412,9 @@ def main() -> None:
                         help="one table block per optimizer (default: adam, the reference protocol's)")
     parser.add_argument("--fused", action="store_true",
                         help="also time each HAT-family method with fused_step=True (rows '<method> (fused)')")
-    parser.add_argument("--guards-always", action="store_true",
-                        help="also time each HAT-family method with subnormal_guards='always' "
-                             "(rows '<method> (guards always)'; on a CPU the default already guards)")
+    parser.add_argument("--guards", nargs="+", choices=("always", "never"), default=(),
+                        help="also time each HAT-family method with subnormal_guards=MODE (rows '<method> (guards "
+                             "MODE)'; the default 'cpu' is 'always' on a CPU and 'never' on a GPU)")
     args = parser.parse_args()
     apply_threads(args.threads)
     device = torch.device(args.device)
@@ -438,7 +440,7 @@ def main() -> None:
     for setting in settings:
         for optimizer in args.optimizer:
             rows += run_setting(setting, device, args.rounds, args.iterations, types, args.slow_iterations, clock,
-                                optimizer, args.count_iterations, args.fused, args.guards_always)
+                                optimizer, args.count_iterations, args.fused, tuple(args.guards))
     emit(to_markdown(rows, device, clock), args.out)
 
 
