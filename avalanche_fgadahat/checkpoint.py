@@ -49,6 +49,7 @@ import importlib
 import os
 import sys
 import threading
+import warnings
 from collections.abc import Collection, Iterator
 from typing import Any, TypeVar
 
@@ -204,6 +205,23 @@ def _check_compatible(strategy: Any, loaded: Any, fname: str) -> None:
         raise ValueError(f"checkpoint {fname!r} comes from a model of another shape: {err}") from None
 
 
+class CheckpointSettingsWarning(UserWarning):
+    """A resumed strategy keeps the checkpoint's HAT-family settings where the strategy passed to
+    :func:`maybe_load_checkpoint` was built with others."""
+
+
+def _warn_on_other_settings(strategy: Any, loaded: Any, fname: str) -> None:
+    """Warn (:class:`CheckpointSettingsWarning`) naming every setting of ``strategy``'s HAT-family
+    plugin that differs from the checkpoint's: the checkpoint's plugin, with its settings, replaces it."""
+    mine, theirs = _hat_plugin(strategy, "the strategy").config, _hat_plugin(loaded, fname).config
+    changed = {name: (value, getattr(mine, name)) for name, value in theirs.settings().items()
+               if getattr(mine, name, value) != value}
+    if changed:
+        listed = ", ".join(f"{name}={saved!r} (this strategy: {given!r})" for name, (saved, given) in changed.items())
+        warnings.warn(f"resuming {fname!r} keeps the checkpoint's settings: {listed}; the run continues as it "
+                      "was started (to change them, start a new run)", CheckpointSettingsWarning, stacklevel=3)
+
+
 def maybe_load_checkpoint(
     strategy: S,
     fname: str | os.PathLike,
@@ -235,6 +253,7 @@ def maybe_load_checkpoint(
                 f"({type(err).__name__}: {err}); delete it to start afresh, or pass the right path"
             ) from err
         _check_compatible(strategy, probe, fname)
+        _warn_on_other_settings(strategy, probe, fname)
     except BaseException:
         RNGManager.__setstate__(rng_state)
         raise

@@ -202,6 +202,29 @@ def test_resolve_strategy_names_settings_and_overrides():
         main(["--strategies", "hat", "hat"])
 
 
+def test_set_accepts_the_hat_familys_subnormal_guards_and_builds_with_it():
+    """``--set hat.subnormal_guards=never`` (a setting outside the reference's tables) reaches the
+    plugin and the run's settings (it changes numbers below H16's floors, so it defines the run);
+    other strategies still refuse it, and a bad value fails when the strategy is built."""
+    from avalanche.training.plugins import EvaluationPlugin
+
+    from avalanche_fgadahat.plugins.checks import find_hat_plugins
+
+    parsed = parse_overrides(["fgadahat.subnormal_guards=never", "hat.subnormal_guards=always"],
+                             ["hat", "fgadahat:icu", "naive"])
+    settings = PRESETS["digits"].settings(epochs=1, hidden_sizes=(8,))
+    for name, mode in (("hat", "always"), ("fgadahat:icu", "never")):
+        resolved = resolve_strategy(name, overrides_for(name, parsed))
+        assert resolved.settings["subnormal_guards"] == mode
+        [plugin] = find_hat_plugins(build_strategy(resolved, settings, EvaluationPlugin(loggers=[])).plugins)
+        assert plugin.config.subnormal_guards == mode, name
+    assert "subnormal_guards" not in resolve_strategy("adahat").settings  # the library's default applies
+    with pytest.raises(ValueError, match="'subnormal_guards' does not exist for strategy 'ewc'"):
+        resolve_strategy("ewc", {"subnormal_guards": "never"})
+    with pytest.raises(ValueError, match="subnormal_guards='gpu' is not supported"):
+        build_strategy(resolve_strategy("hat", {"subnormal_guards": "gpu"}), settings, EvaluationPlugin(loggers=[]))
+
+
 def test_packnet_schedule_gives_every_task_an_equal_share():
     settings = PRESETS["digits"].settings(n_experiences=10, epochs=4)
     post, proportions = _packnet_schedule({"post_prune_epochs": "half", "prune_proportion": "equal_share"}, settings)

@@ -71,6 +71,16 @@ def test_regularizer_original_against_hand_computation():
     assert float(sparsity["b"]) == 0.0  # at most 10 free units → 0
 
 
+def test_regularizer_keeps_the_masks_dtype():
+    """A float64 network's masks give a float64 regulariser and ``R_l`` (its per-layer sums were
+    float32, and ``index_add_`` refused the float64 masks)."""
+    masks = {"a": torch.tensor([0.5, 0.2, 0.9] + [0.1] * 9, dtype=torch.float64)}
+    cumulative = {"a": torch.tensor([1.0, 0.0, 0.0] + [0.0] * 9, dtype=torch.float64)}
+    reg, sparsity = mask_sparsity_regularizer(masks, cumulative, factor=0.1)
+    assert reg.dtype == sparsity["a"].dtype == torch.float64
+    assert float(sparsity["a"]) == pytest.approx((0.2 + 0.9 + 0.9) / 11.0, rel=1e-15)
+
+
 def test_regularizer_is_zero_when_at_most_ten_units_free():
     masks = {"a": torch.ones(10)}
     reg, _ = mask_sparsity_regularizer(masks, {"a": torch.zeros(10)}, factor=0.1)

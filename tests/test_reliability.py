@@ -224,6 +224,30 @@ def test_checkpoint_in_process_round_trip_and_atomic_write(digits5, tmp_path):
     assert start == 0
 
 
+def test_resuming_with_other_settings_keeps_the_checkpoints_and_names_each_difference(digits5, tmp_path):
+    """The checkpoint's plugin replaces the fresh strategy's, settings included: a setting given
+    differently to the resuming strategy (here ``subnormal_guards`` and ``fused_step``, which a
+    user may expect to change with the machine) is named in a warning, not silently dropped."""
+    from avalanche_fgadahat.checkpoint import CheckpointSettingsWarning
+
+    strategy = _train(_strategy("HAT", 0, digits5), digits5, n=1)
+    path = tmp_path / "run.ckpt"
+    save_checkpoint(strategy, path)
+    set_seed(0)
+    model = HATMLP(64, (32, 32))
+    fresh = HAT(model=model, optimizer=torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9), train_mb_size=32,
+                train_epochs=2, evaluator=quiet(), subnormal_guards="never", fused_step=True)
+    with pytest.warns(CheckpointSettingsWarning) as record:
+        maybe_load_checkpoint(fresh, path)
+    [message] = [str(w.message) for w in record if w.category is CheckpointSettingsWarning]
+    assert "fused_step=False (this strategy: True)" in message
+    assert "subnormal_guards='cpu' (this strategy: 'never')" in message and "s_max" not in message
+    assert fresh.hat_plugin.config.subnormal_guards == "cpu" and fresh.hat_plugin.config.fused_step is False
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", CheckpointSettingsWarning)  # the same settings: no warning
+        maybe_load_checkpoint(_strategy("HAT", 1, digits5), path)
+
+
 def test_avalanche_save_checkpoint_works_after_prepare_checkpointing(digits5, tmp_path, monkeypatch):
     """``prepare_checkpointing()`` repairs torch.optim (globally) so Avalanche's own function
     pickles optimizers; the package import does not (``tests/test_import_side_effects.py``).

@@ -29,6 +29,7 @@ import torch
 from avalanche.core import SupervisedPlugin
 
 from avalanche_fgadahat import AdaHAT, FGAdaHAT, HAT, set_seed
+from avalanche_fgadahat.adjustment import gradient_step
 from avalanche_fgadahat.data import permuted_digits
 from avalanche_fgadahat.importance import accumulator, in_pass, normalize
 from avalanche_fgadahat.importance.attribution import _engine as attribution_engine
@@ -58,6 +59,7 @@ UNFLUSHED_FLOORS = [
     (gate, "_GATE_GRADIENT_FLOOR", 0.0),
     (gate, "GRADIENT_FLOOR", 0.0),
     (subnormals, "GRADIENT_FLOOR", 0.0),
+    (gradient_step, "GRADIENT_FLOOR", 0.0),  # the fused kernels' copy
     (normalize, "RAW_IMPORTANCE_FLOOR", 0.0),
     (in_pass, "_PRODUCT_FLOOR", 0.0),
     (normalize, "STEP_IMPORTANCE_FLOOR", 0.0),

@@ -41,6 +41,10 @@ _FGADAHAT = {
     "step_multiply_training_mask": True,
 }
 
+#: the HAT family's settings outside the reference's tables that ``--set`` also accepts (the
+#: library's default applies unless set; a set value joins the run's settings, so its identity)
+HAT_FAMILY_OPTIONAL = ("subnormal_guards",)
+
 STRATEGY_SETTINGS: Mapping[str, Mapping[str, Any]] = MappingProxyType(
     {
         "fgadahat": MappingProxyType(_FGADAHAT),

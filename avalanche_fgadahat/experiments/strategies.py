@@ -28,7 +28,7 @@ from ..models import ConvertedHATModel
 from ..models.builders import BuiltHATModel
 from .presets import BACKBONES, BENCHMARKS, ExperimentSettings
 from .scenarios import split_memory, split_score, with_memory, with_task_inference
-from .settings import FGADAHAT_TYPE_OVERRIDES, STRATEGY_SETTINGS
+from .settings import FGADAHAT_TYPE_OVERRIDES, HAT_FAMILY_OPTIONAL, STRATEGY_SETTINGS
 from .strategy_registry import (
     FGADAHAT_PREFIX,
     FGADAHAT_SPEC,
@@ -109,9 +109,10 @@ def resolve_strategy(name: str, overrides: Mapping[str, Any] | None = None,
                 f"--set {base}.{key} would change which algorithm {label!r} runs while its name (in "
                 f"files and tables) stays; {IDENTITY_SETTINGS[key]}"
             )
-        if key not in settings:
+        accepted = [*settings, *(HAT_FAMILY_OPTIONAL if spec.family == "hat" else ())]
+        if key not in accepted:
             raise ValueError(
-                f"setting {key!r} does not exist for strategy {label!r}; accepted: {sorted(settings)}"
+                f"setting {key!r} does not exist for strategy {label!r}; accepted: {sorted(set(accepted))}"
             )
         _check_baseline_setting(base, key, value)
         settings[key] = value

@@ -47,10 +47,10 @@ class MaskSparsityRegularizer:
         sizes = torch.tensor([cumulative_masks[k].numel() for k in self.keys], device=used.device)
         segments = torch.repeat_interleave(torch.arange(len(self.keys), device=used.device), sizes)
         free = 1.0 - used
-        available = torch.zeros(len(self.keys), device=used.device).index_add_(0, segments, free)
+        available = torch.zeros(len(self.keys), device=used.device, dtype=free.dtype).index_add_(0, segments, free)
         # R_l = Σ_{i∈l} m_i (1 − M_i) / avail_l  (0 when avail_l ≤ 10): one row of W per layer
         per_layer = free * _inverse_if(available > MIN_AVAILABLE_UNITS, available)[segments]
-        self.sparsity_weights = torch.zeros(len(self.keys), used.numel(), device=used.device)
+        self.sparsity_weights = torch.zeros(len(self.keys), used.numel(), device=used.device, dtype=free.dtype)
         self.sparsity_weights[segments, torch.arange(used.numel(), device=used.device)] = per_layer
         # reg = c · Σ_i m_i (1 − M_i) / Σ avail  (0 when Σ avail ≤ 10)
         total_available = available.sum()
