@@ -24,6 +24,7 @@ from avalanche.benchmarks import tensors_benchmark
 from avalanche.models.utils import avalanche_model_adaptation
 
 from avalanche_fgadahat.importance import ATTRIBUTION_TYPES, IMPORTANCE_TYPES, StepContext
+from avalanche_fgadahat.masking.subnormals import guards_apply
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the reference lives with the tests
 from captum_reference import reference_importance  # noqa: E402
@@ -45,12 +46,14 @@ def _context(setting: str, device: torch.device) -> StepContext:
     x = torch.randn(batch, *shape, device=device)
     y = torch.randint(0, 10, (batch,), device=device)
     masks = {k: torch.sigmoid(3 * torch.randn(n, device=device)) for k, n in model.unit_sizes.items()}
-    return StepContext(model=model, task=0, inputs=x, targets=y, masks=masks, activations={}, gate_scale=400.0)
+    # the guards as a training step with the default subnormal_guards="cpu" decides them on this device
+    return StepContext(model=model, task=0, inputs=x, targets=y, masks=masks, activations={}, gate_scale=400.0,
+                       subnormal_guards=guards_apply("cpu", device))
 
 
 def _fresh(ctx: StepContext) -> StepContext:
     return StepContext(model=ctx.model, task=ctx.task, inputs=ctx.inputs, targets=ctx.targets, masks=ctx.masks,
-                       activations={}, gate_scale=ctx.gate_scale)
+                       activations={}, gate_scale=ctx.gate_scale, subnormal_guards=ctx.subnormal_guards)
 
 
 def _time(call, device: torch.device, repeats: int, clock_name: str = "wall") -> tuple[float, dict]:
