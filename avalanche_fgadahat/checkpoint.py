@@ -174,7 +174,8 @@ def save_checkpoint(strategy: Any, fname: str | os.PathLike, exclude: Collection
 
 
 def _check_compatible(strategy: Any, loaded: Any, fname: str) -> None:
-    """Raise ``ValueError`` if the checkpoint's algorithm or model differs from ``strategy``'s."""
+    """Raise ``ValueError`` if the checkpoint's algorithm or model differs from ``strategy``'s; warn
+    if its settings do (:func:`_warn_on_other_settings`)."""
     mine = _hat_plugin(strategy, "the strategy")
     theirs = _hat_plugin(loaded, f"the checkpoint {fname!r}")
     problem = _not_between_experiences(theirs)
@@ -203,6 +204,7 @@ def _check_compatible(strategy: Any, loaded: Any, fname: str) -> None:
         check_state_dict_fits(model, saved.state_dict())
     except ValueError as err:
         raise ValueError(f"checkpoint {fname!r} comes from a model of another shape: {err}") from None
+    _warn_on_other_settings(mine.config, theirs.config, fname)
 
 
 class CheckpointSettingsWarning(UserWarning):
@@ -210,16 +212,16 @@ class CheckpointSettingsWarning(UserWarning):
     :func:`maybe_load_checkpoint` was built with others."""
 
 
-def _warn_on_other_settings(strategy: Any, loaded: Any, fname: str) -> None:
-    """Warn (:class:`CheckpointSettingsWarning`) naming every setting of ``strategy``'s HAT-family
-    plugin that differs from the checkpoint's: the checkpoint's plugin, with its settings, replaces it."""
-    mine, theirs = _hat_plugin(strategy, "the strategy").config, _hat_plugin(loaded, fname).config
+def _warn_on_other_settings(mine: Any, theirs: Any, fname: str) -> None:
+    """Warn (:class:`CheckpointSettingsWarning`) naming every setting of the strategy's HAT-family
+    config ``mine`` that differs from the checkpoint's ``theirs`` (one config class: checked before);
+    the checkpoint's plugin, with its settings, replaces the strategy's."""
     changed = {name: (value, getattr(mine, name)) for name, value in theirs.settings().items()
-               if getattr(mine, name, value) != value}
+               if getattr(mine, name) != value}
     if changed:
         listed = ", ".join(f"{name}={saved!r} (this strategy: {given!r})" for name, (saved, given) in changed.items())
         warnings.warn(f"resuming {fname!r} keeps the checkpoint's settings: {listed}; the run continues as it "
-                      "was started (to change them, start a new run)", CheckpointSettingsWarning, stacklevel=3)
+                      "was started (to change them, start a new run)", CheckpointSettingsWarning, stacklevel=4)
 
 
 def maybe_load_checkpoint(
@@ -253,7 +255,6 @@ def maybe_load_checkpoint(
                 f"({type(err).__name__}: {err}); delete it to start afresh, or pass the right path"
             ) from err
         _check_compatible(strategy, probe, fname)
-        _warn_on_other_settings(strategy, probe, fname)
     except BaseException:
         RNGManager.__setstate__(rng_state)
         raise

@@ -215,7 +215,8 @@ def test_guards_never_is_the_unflushed_computation_and_cpu_mode_guards_a_cpu_mod
     assert [k for k in never_state if not torch.equal(never_state[k], unflushed_state[k])] == []
     assert [k for k in always_state if not torch.equal(always_state[k], default_state[k])] == []
     assert never.total > 1000 and never.gradients > 0 and always.total == 0
-    # not vacuous: the unflushed and flushed runs differ somewhere, or at least the counts do
+    # not vacuous: the counts show the guards ran in one run and not in the other (the final states
+    # can agree: for HAT on this case the flushes change no parameter)
     assert never.total != always.total
 
 

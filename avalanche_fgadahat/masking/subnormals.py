@@ -38,6 +38,8 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
+from .._validation import check_choice
+
 __all__ = ["GRADIENT_FLOOR", "SUBNORMAL_GUARD_MODES", "SubnormalCounter", "count_subnormal", "flush_gradients_",
            "guards_apply", "product_below", "product_threshold", "zero_where_product_below"]
 
@@ -65,10 +67,7 @@ def guards_apply(mode: str, device: torch.device) -> bool:
     """
     if mode == "cpu":
         return device.type == "cpu"
-    if mode in ("always", "never"):
-        return mode == "always"
-    raise ValueError(f"subnormal_guards={mode!r} is not supported; accepted values are: "
-                     + ", ".join(repr(m) for m in SUBNORMAL_GUARD_MODES))
+    return check_choice("subnormal_guards", mode, SUBNORMAL_GUARD_MODES) == "always"
 
 
 #: ops whose output is uninitialised memory (whatever bits it held are not a computed value)
