@@ -293,6 +293,34 @@ def test_an_entry_whose_vectors_do_not_rebuild_its_measure_keeps_the_general_pat
     assert 2 not in separable_measures(model.param_layouts, unit, "min", empty, [torch.ones_like(m) for m in empty])
 
 
+def test_a_layer_bias_shares_its_weight_output_vector_and_each_k_gets_its_own_divisor():
+    """The bias's output vector is a view of its weight's (one divisor ``1 + out·k`` formed per layer
+    and step); sharing is keyed by the vector's memory *and* ``k``, so a vector read with another
+    ``k`` is divided by its own divisor, bit for bit the direct formula's."""
+    from avalanche_fgadahat.adjustment.separable import divide_by_soft_rates_, separable_measures
+
+    model = _mlp()
+    _set_state(model, trained=2)
+    plugin = AdaHATPlugin(adjustment_intensity=ALPHA, epsilon=EPSILON)
+    plugin.engine.prepare(model)
+    found = separable_measures(model.param_layouts, plugin.rule.unit_measure(model), "min",
+                               [m for _, m, _ in plugin.engine.entries], None)
+    index = {id(p): i for i, (p, _, _) in enumerate(plugin.engine.entries)}
+    for layout in model.param_layouts:
+        weight, bias = found[index[id(layout.weight)]][0], found[index[id(layout.bias)]][0]
+        assert bias.data_ptr() == weight.data_ptr() and bias.shape == (weight.shape[0],)
+
+    torch.manual_seed(0)
+    out = torch.rand(4, 1) * 1e3
+    k1, k2 = torch.tensor(2.5e5), torch.tensor(7.0e6)
+    grads = [torch.randn(4, 3), torch.randn(4), torch.randn(4, 3)]
+    vectors = [(out, None), (out.view(4), None), (out, None)]
+    want = [grads[0] / (out * k1 + 1.0), grads[1] / (out.view(4) * k1 + 1.0), grads[2] / (out * k2 + 1.0)]
+    divide_by_soft_rates_(grads, vectors, [k1, k1, k2], "min")
+    assert all(torch.equal(g.view(torch.int32), w.view(torch.int32)) for g, w in zip(grads, want))
+    assert not torch.equal(want[0], grads[2] / (out * k1 + 1.0))  # a divisor shared across k would differ
+
+
 @pytest.mark.parametrize("mode", ["hat", "hat_const_alpha", "adahat_no_reg"])
 @pytest.mark.parametrize("kind", sorted(MODELS))
 def test_a_first_layer_rate_is_kept_per_output_unit_and_multiplies_with_the_same_bits(kind, mode):

@@ -105,8 +105,17 @@ def separable_measures(layouts: Sequence[ParamLayout], unit: Mapping[str, torch.
             if rebuilt.dim() == measure.dim() and same_bits(rebuilt.expand_as(measure), measure):
                 # copies: the stored P was one too, so a later in-place change of the model's
                 # per-unit buffers does not reach this experience's rates either
-                found[index] = (out.clone(), None if inputs is None else inputs.clone())
+                found[index] = (_shared(out, found), None if inputs is None else inputs.clone())
     return found
+
+
+def _shared(out: torch.Tensor, found: Mapping[int, SeparableMeasure]) -> torch.Tensor:
+    """A copy of ``out``; a view of an earlier entry's output vector when that one has the same
+    bits (a layer's bias and its weight): :func:`divide_by_soft_rates_` then forms their divisor once."""
+    for earlier, _ in found.values():
+        if earlier.numel() == out.numel() and same_bits(earlier.reshape(-1), out.reshape(-1)):
+            return earlier.view(out.shape)
+    return out.clone()
 
 
 def usable_coefficients(coefficients: Sequence[torch.Tensor]) -> bool:
@@ -123,10 +132,18 @@ def divide_by_soft_rates_(grads: Sequence[torch.Tensor], vectors: Sequence[Separ
     """``grad ← grad / (1 + P·k)`` in place for each gradient, with ``P`` given by its vectors and
     ``k`` (a 0-d tensor) by ``coefficients``: the same bits as dividing by ``1 + P·k`` formed from
     the stored ``P`` (module doc) when every ``k`` is finite and positive (:func:`usable_coefficients`).
-    Shapes: each gradient as its parameter; the vectors broadcast to it."""
+    Shapes: each gradient as its parameter; the vectors broadcast to it. Entries whose output
+    vectors are one memory (a layer's weight and bias, :func:`separable_measures`) and whose ``k``
+    is one tensor form ``1 + out·k`` once (the same elements, so the same bits)."""
     agg = SEPARABLE_AGGREGATIONS[aggregation]
+    formed: dict[tuple[int, int, int], torch.Tensor] = {}  # a layer's weight and bias share one
     for grad, (out, inputs), k in zip(grads, vectors, coefficients):
-        divisor = torch.mul(out, k).add_(1.0)
+        shared = (out.data_ptr(), out.numel(), id(k))
+        if shared not in formed:
+            formed[shared] = torch.mul(out, k).add_(1.0)
+        divisor = formed[shared]
+        if divisor.shape != out.shape:
+            divisor = divisor.view(out.shape)
         if inputs is not None:
             divisor = agg(divisor, torch.mul(inputs, k).add_(1.0))
         grad.div_(divisor)
