@@ -381,6 +381,10 @@ def test_training_step_labels_checked_only_for_the_same_unchanged_tensor():
     assert not step.labels_checked(labels)
     step.mark_labels_checked(1)  # not a tensor: nothing recorded
     assert step.checked_task_labels is None
+    with torch.inference_mode():
+        frozen = torch.ones(4, dtype=torch.long)
+    step.mark_labels_checked(frozen)  # no version counter: nothing recorded, no error
+    assert step.checked_task_labels is None and not step.labels_checked(frozen)
 
 
 @pytest.mark.parametrize("template", ["HAT", "Naive+HATPlugin"])

@@ -50,8 +50,10 @@ class TrainingStep:
         self.checked_task_labels = None
 
     def mark_labels_checked(self, labels) -> None:
-        """Record that ``labels`` (a tensor; anything else records nothing) hold only ``task``."""
-        self.checked_task_labels = (labels, labels._version) if isinstance(labels, torch.Tensor) else None
+        """Record that ``labels`` hold only ``task``. Records nothing for anything but a tensor, and for
+        an inference-mode tensor (it has no version counter): the forward then compares as before."""
+        usable = isinstance(labels, torch.Tensor) and not labels.is_inference()
+        self.checked_task_labels = (labels, labels._version) if usable else None
 
     def labels_checked(self, labels: torch.Tensor) -> bool:
         """Whether ``labels`` is the tensor :meth:`mark_labels_checked` recorded this step, unchanged
