@@ -301,10 +301,9 @@ class HATBackbone(TaskInferenceMixin, MultiTaskModule):
             task_labels = int(task_labels)
         if isinstance(task_labels, int):
             return self.forward_single_task(x, task_labels)
-        step = self.training_step
-        if self.training and step is not None:
-            task = step.task
-            if not step.labels_checked(task_labels) and bool((task_labels != task).any()):
+        if self.training and self.training_step is not None:
+            task = self.training_step.task
+            if bool((task_labels != task).any()):
                 raise MixedTaskBatchError(task, sorted(set(task_labels.tolist())))
             return self.forward_single_task(x, task)
         return self._forward_mixed_tasks(x, task_labels)

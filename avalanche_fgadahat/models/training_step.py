@@ -30,8 +30,6 @@ class TrainingStep:
     :param masks: ``{unit group: σ(s·e_l)}`` of the last training-mode forward, shape ``(units,)``.
     :param mask_flat: the same masks as one flat vector (all unit groups, in order).
     :param activations: ``{unit group: activation}`` of the last forward, batch first.
-    :param checked_task_labels: ``(labels, labels._version)`` of the mini-batch's task-label tensor
-        the plugin found to hold only ``task`` this step, or ``None`` (:meth:`labels_checked`).
     """
 
     task: int
@@ -41,29 +39,13 @@ class TrainingStep:
     masks: dict[str, torch.Tensor] = field(default_factory=dict)
     mask_flat: torch.Tensor | None = None
     activations: dict[str, torch.Tensor] = field(default_factory=dict)
-    checked_task_labels: tuple[torch.Tensor, int] | None = None
 
     def clear_outputs(self) -> None:
-        """Drop the last forward's tensors (they hold that step's autograd graph) and the last
-        step's checked labels."""
+        """Drop the last forward's tensors (they hold that step's autograd graph)."""
         self.masks, self.mask_flat, self.activations = {}, None, {}
-        self.checked_task_labels = None
-
-    def mark_labels_checked(self, labels) -> None:
-        """Record that ``labels`` hold only ``task``. Records nothing for anything but a tensor, and for
-        an inference-mode tensor (it has no version counter): the forward then compares as before."""
-        usable = isinstance(labels, torch.Tensor) and not labels.is_inference()
-        self.checked_task_labels = (labels, labels._version) if usable else None
-
-    def labels_checked(self, labels: torch.Tensor) -> bool:
-        """Whether ``labels`` is the tensor :meth:`mark_labels_checked` recorded this step, unchanged
-        since (same object, no in-place write: its version counter): the forward then need not
-        compare it with ``task`` again (three ops and a host read per step)."""
-        checked = self.checked_task_labels
-        return checked is not None and checked[0] is labels and checked[1] == labels._version
 
     def __getstate__(self) -> dict:
         """Pickle and deep-copy without the last forward's tensors (graph-bound, not copyable)."""
         state = dict(self.__dict__)
-        state.update(masks={}, mask_flat=None, activations={}, checked_task_labels=None)
+        state.update(masks={}, mask_flat=None, activations={})
         return state

@@ -292,8 +292,6 @@ class HATPlugin(HATFamilyPlugin, ConfiguredSettings, SupervisedPlugin):
         self.gate_scale = annealed_scale(min(batch, self._num_batches), self._num_batches, self.config.s_max)
         step = model.training_step
         step.clear_outputs()
-        if expected == self.task:
-            step.mark_labels_checked(labels)  # the forward skips comparing them again
         step.gate_scale = self.gate_scale
         step.subnormal_guards = guards_apply(self.config.subnormal_guards, model.task_embeddings.device)
 
