@@ -111,7 +111,9 @@ def separable_measures(layouts: Sequence[ParamLayout], unit: Mapping[str, torch.
 
 def _shared(out: torch.Tensor, found: Mapping[int, SeparableMeasure]) -> torch.Tensor:
     """A copy of ``out``; a view of an earlier entry's output vector when that one has the same
-    bits (a layer's bias and its weight): :func:`divide_by_soft_rates_` then forms their divisor once."""
+    bits (a layer's bias and its weight; also another layer's equal vector, whose ``k`` differs, so
+    :func:`divide_by_soft_rates_`, keyed by memory and ``k``, still forms its own divisor): a layer's
+    weight and bias then form their divisor once."""
     for earlier, _ in found.values():
         if earlier.numel() == out.numel() and same_bits(earlier.reshape(-1), out.reshape(-1)):
             return earlier.view(out.shape)
